@@ -1,0 +1,6 @@
+"""aecodec: a learned image codec. `compress(image) -> bytes`, `decompress(bytes) -> PIL.Image`."""
+
+from .codec import DEFAULT_QUALITY, compress, decompress
+from .errors import AecError, FormatError, ModelMismatchError
+
+__all__ = ["compress", "decompress", "DEFAULT_QUALITY", "AecError", "FormatError", "ModelMismatchError"]

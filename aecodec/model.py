@@ -1,0 +1,161 @@
+"""The networks: a mean-scale hyperprior with gain units for continuous rate.
+
+Minnen, Ballé, Toderici 2018, "Joint Autoregressive and Hierarchical Priors for Learned Image
+Compression" (the mean-scale hyperprior, without the autoregressive context), with the gain units of
+Cui et al. 2021, "Asymmetric Gained Deep Image Compression With Continuous Rate Adaptation".
+
+The model knows nothing of files or bytes: `forward` is the training path (noise for the rate,
+rounding for the decoder), the other methods are the pieces the codec calls at coding time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.layers import GDN
+from compressai.models.utils import conv, deconv
+from compressai.ops import quantize_ste
+from torch import Tensor
+
+# MSE lambdas of the 8 quality levels (loss = lambda * 255^2 * MSE + bpp).
+DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18)
+
+# The Gaussian scale table: 64 scales, log-spaced in [0.11, 256] (Ballé et al. 2018).
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
+
+
+def scale_table() -> list[float]:
+    """The fixed table of Gaussian scales whose integer CDFs code the latent."""
+    step = (math.log(SCALE_MAX) - math.log(SCALE_MIN)) / (SCALE_LEVELS - 1)
+    return [math.exp(math.log(SCALE_MIN) + i * step) for i in range(SCALE_LEVELS)]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the network; stored with every checkpoint and weights file."""
+
+    arch: str = "mean-scale-hyperprior-gained"
+    N: int = 128  # channels of the transforms and of the hyper-latent z
+    M: int = 192  # channels of the latent y
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+
+    @property
+    def levels(self) -> int:
+        return len(self.lambdas)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        fields = json.loads(text)
+        fields["lambdas"] = tuple(fields["lambdas"])
+        return cls(**fields)
+
+
+class GainedHyperprior(nn.Module):
+    """Mean-scale hyperprior with one gain vector per quality level on the latent y."""
+
+    def __init__(self, config: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.config = config
+        N, M = config.N, config.M
+
+        # x (B,3,H,W) -> y (B,M,H/16,W/16)
+        self.g_a = nn.Sequential(
+            conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M)
+        )
+        # y_hat (B,M,H/16,W/16) -> x_hat (B,3,H,W)
+        self.g_s = nn.Sequential(
+            deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
+            deconv(N, N), GDN(N, inverse=True), deconv(N, 3),
+        )
+        # y -> z (B,N,H/64,W/64)
+        self.h_a = nn.Sequential(
+            conv(M, N, stride=1, kernel_size=3), nn.LeakyReLU(inplace=True),
+            conv(N, N), nn.LeakyReLU(inplace=True), conv(N, N),
+        )
+        # z_hat -> (scales, means) of y, (B,2M,H/16,W/16)
+        self.h_s = nn.Sequential(
+            deconv(N, M), nn.LeakyReLU(inplace=True),
+            deconv(M, M * 3 // 2), nn.LeakyReLU(inplace=True),
+            conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
+        )
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional(None)
+
+        # Gains live in log space, so that exponential interpolation between levels is linear here.
+        # Initialised from high-rate theory (step size ~ lambda^-1/2) so each level starts near its rate.
+        lam = torch.tensor(config.lambdas, dtype=torch.float32)
+        log_gain = 0.5 * torch.log(lam / lam[len(lam) // 2])
+        self.log_gain = nn.Parameter(log_gain[:, None].repeat(1, M))
+        self.log_inv_gain = nn.Parameter(-log_gain[:, None].repeat(1, M))
+
+    def gains(self, quality: Tensor) -> tuple[Tensor, Tensor]:
+        """Gain and inverse gain, (B,M,1,1) each, for real qualities in [1, levels]."""
+        q = quality.to(self.log_gain.dtype).clamp(1, self.config.levels) - 1
+        lo = q.floor().long().clamp(max=self.config.levels - 2)
+        frac = (q - lo)[:, None]
+        log_g = (1 - frac) * self.log_gain[lo] + frac * self.log_gain[lo + 1]
+        log_ig = (1 - frac) * self.log_inv_gain[lo] + frac * self.log_inv_gain[lo + 1]
+        return log_g.exp()[:, :, None, None], log_ig.exp()[:, :, None, None]
+
+    def forward(self, x: Tensor, quality: Tensor) -> dict[str, Tensor]:
+        """Training path: noisy latents for the rate, rounded latents for the decoder (STE).
+
+        Returns x_hat and the likelihoods of y and z, all in float32 even under autocast.
+        """
+        gain, inv_gain = self.gains(quality)
+        y = self.g_a(x) * gain
+        z = self.h_a(y)
+        # The entropy models need float32: likelihoods of 1e-9 are meaningless in bf16.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            y, z = y.float(), z.float()
+            _, z_likelihoods = self.entropy_bottleneck(z)
+            # Detached: the medians (quantiles) are fitted by the auxiliary loss alone.
+            z_offset = self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
+            z_hat = quantize_ste(z - z_offset) + z_offset
+        scales, means = self.h_s(z_hat).chunk(2, 1)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            scales, means = scales.float(), means.float()
+            _, y_likelihoods = self.gaussian_conditional(y, scales, means)
+            y_hat = quantize_ste(y - means) + means
+        x_hat = self.g_s(y_hat * inv_gain)
+        return {"x_hat": x_hat, "y_likelihoods": y_likelihoods, "z_likelihoods": z_likelihoods}
+
+    # --- coding-time pieces, called by the codec -------------------------------------------
+
+    def analyse(self, x: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
+        """Pixels in [0,1] (B,3,H,W), H and W multiples of 64 -> (gained y, z)."""
+        gain, _ = self.gains(quality)
+        y = self.g_a(x) * gain
+        return y, self.h_a(y)
+
+    def entropy_parameters(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """z_hat -> (scales, means) of y, in the dtype of h_s (float64 after `for_coding`)."""
+        return self.h_s(z_hat.to(self.h_s[0].weight.dtype)).chunk(2, 1)
+
+    def synthesise(self, y_hat: Tensor, quality: Tensor) -> Tensor:
+        """Dequantized y -> pixels in [0,1] (clamped)."""
+        _, inv_gain = self.gains(quality)
+        return self.g_s(y_hat.float() * inv_gain).clamp_(0, 1)
+
+    def for_coding(self) -> "GainedHyperprior":
+        """Eval mode, with h_s in float64 so that encoder and decoder pick the same table indexes."""
+        self.eval()
+        self.h_s.double()
+        return self
+
+    def build_tables(self) -> None:
+        """Compute the integer CDF tables of both entropy models (stored with the weights)."""
+        self.entropy_bottleneck.update(force=True)
+        self.gaussian_conditional.update_scale_table(scale_table(), force=True)
+
+    def aux_loss(self) -> Tensor:
+        """Loss that fits the factorized prior's quantiles (used to size its tables)."""
+        return self.entropy_bottleneck.loss()

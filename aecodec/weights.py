@@ -1,0 +1,140 @@
+"""Find, verify (sha256) and load the shipped weights; write them from training.
+
+A weights file is safetensors (never a pickle) holding the network, the gains and the integer CDF
+tables of both entropy models, with the model config in its metadata. Beside it, a JSON manifest
+records its sha256, the architecture, the training data and the measured result. The model id, which
+every `.aec` file carries, is the first 8 bytes of that sha256: a file names the exact weights that
+can decode it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+DEFAULT_NAME = "aecodec-mshp-v1"
+MODEL_ID_BYTES = 8
+# Buffers whose size is only known once the tables are built (compressai registers them empty).
+_TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+
+class WeightsError(RuntimeError):
+    """The weights are missing, corrupt or do not match their manifest."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A verified weights file and its manifest."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def model_id(self) -> bytes:
+        return bytes.fromhex(self.manifest["sha256"])[:MODEL_ID_BYTES]
+
+
+def weights_dir() -> Path:
+    """Where weights are looked up: $AECODEC_WEIGHTS, the wheel's bundled copy, or the source tree's weights/."""
+    env = os.environ.get("AECODEC_WEIGHTS")
+    if env:
+        return Path(env)
+    bundled = Path(__file__).resolve().parent / "weights"
+    return bundled if bundled.is_dir() else Path(__file__).resolve().parents[1] / "weights"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def find_weights(name: str = DEFAULT_NAME, folder: Path | None = None) -> Weights:
+    """Locate `name`.safetensors and its manifest, and check the file against the manifest's sha256."""
+    folder = weights_dir() if folder is None else folder
+    path = folder / f"{name}.safetensors"
+    manifest_path = folder / f"{name}.json"
+    if not path.is_file() or not manifest_path.is_file():
+        raise WeightsError(f"weights {name!r} not found in {folder} (set AECODEC_WEIGHTS to their folder)")
+    manifest = json.loads(manifest_path.read_text())
+    actual = sha256_file(path)
+    if actual != manifest.get("sha256"):
+        raise WeightsError(f"{path} is corrupt: sha256 {actual[:16]}... does not match its manifest")
+    return Weights(path, manifest)
+
+
+def load_model(weights: Weights, device: str = "cpu"):
+    """Build the model from the file's own config and load every tensor, the CDF tables included."""
+    from safetensors import safe_open
+
+    from .model import GainedHyperprior, ModelConfig
+
+    with safe_open(str(weights.path), framework="pt", device=device) as f:
+        config = ModelConfig.from_json(f.metadata()["config"])
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    model = GainedHyperprior(config)
+    for name, module in model.named_modules():
+        for buf in _TABLE_BUFFERS:
+            key = f"{name}.{buf}"
+            if key in state:
+                getattr(module, buf).resize_(state[key].shape)
+    model.load_state_dict(state)
+    return model.to(device)
+
+
+@lru_cache(maxsize=4)
+def load_coding_model(name: str = DEFAULT_NAME, folder: Path | None = None):
+    """The verified model ready for coding (eval, exact entropy-parameter path), cached per process."""
+    weights = find_weights(name, folder)
+    return weights, load_model(weights).for_coding()
+
+
+def save_weights(model, path: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """Write `path` (.safetensors) with its tables, and the manifest beside it; both atomically."""
+    from safetensors.torch import save_file
+
+    model.build_tables()
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"config": model.config.to_json()}))
+    sha = sha256_file(path)
+    manifest = {
+        "name": path.stem,
+        "file": path.name,
+        "sha256": sha,
+        "model_id": sha[: 2 * MODEL_ID_BYTES],
+        "config": json.loads(model.config.to_json()),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        **info,
+    }
+    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"))
+    return manifest
+
+
+def update_manifest(weights: Weights, fields: dict[str, Any]) -> None:
+    """Merge measured results (never the sha256 or config) into the manifest beside the weights."""
+    if {"sha256", "config", "model_id"} & fields.keys():
+        raise ValueError("the identity fields of a manifest are written only by save_weights")
+    manifest = {**weights.manifest, **fields}
+    path = weights.path.with_suffix(".json")
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"))
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

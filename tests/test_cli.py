@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from aecodec import container
+from aecodec.cli import main
+
+from conftest import psnr, synthetic_image
+
+
+@pytest.fixture
+def png(tmp_path):
+    path = tmp_path / "img.png"
+    Image.fromarray(synthetic_image(80, 120)).save(path)
+    return path
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def leftovers(folder):
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_compress_then_decompress_with_default_names(png):
+    r = run("compress", png, "-q", "8")
+    assert r.exit_code == 0, r.output
+    aec = png.with_suffix(".aec")
+    assert aec.exists() and "bpp" in r.output
+    # img.png exists: decompressing to the default name needs --force
+    r = run("decompress", aec)
+    assert r.exit_code == 1 and "exists" in r.output and "--force" in r.output
+    before = png.read_bytes()
+    assert png.read_bytes() == before
+    r = run("decompress", aec, "--force")
+    assert r.exit_code == 0, r.output
+    assert psnr(synthetic_image(80, 120), np.asarray(Image.open(png))) > 28
+
+
+def test_output_name_and_format_from_extension(png, tmp_path):
+    run("compress", png)
+    out = tmp_path / "decoded.webp"
+    r = run("decompress", png.with_suffix(".aec"), "-o", out)
+    assert r.exit_code == 0, r.output
+    assert Image.open(out).format == "WEBP"
+    r = run("decompress", png.with_suffix(".aec"), "-o", tmp_path / "x.xyz")
+    assert r.exit_code == 1 and "unknown output format" in r.output
+
+
+def test_compress_refuses_to_overwrite(png):
+    assert run("compress", png).exit_code == 0
+    aec = png.with_suffix(".aec")
+    first = aec.read_bytes()
+    r = run("compress", png, "-q", "1")
+    assert r.exit_code == 1 and "exists" in r.output
+    assert aec.read_bytes() == first
+    assert run("compress", png, "-q", "1", "--force").exit_code == 0
+    assert aec.read_bytes() != first
+
+
+def test_info_shows_header(png):
+    run("compress", png, "-q", "2.5")
+    r = run("info", png.with_suffix(".aec"))
+    assert r.exit_code == 0, r.output
+    assert "120x80 RGB" in r.output and "quality:    2.5" in r.output and "CRC ok" in r.output
+
+
+def test_not_an_image_fails_cleanly(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"this is text")
+    r = run("compress", bad)
+    assert r.exit_code == 1
+    assert "not an image" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "bad.aec").exists() and not leftovers(tmp_path)
+
+
+def test_corrupt_aec_fails_without_partial_output(png, tmp_path):
+    run("compress", png)
+    aec = png.with_suffix(".aec")
+    data = bytearray(aec.read_bytes())
+    data[-10] ^= 0xFF
+    aec.write_bytes(bytes(data))
+    out = tmp_path / "out.png"
+    r = run("decompress", aec, "-o", out)
+    assert r.exit_code == 1 and "CRC" in r.output
+    assert not out.exists() and not leftovers(tmp_path)
+    r = run("info", aec)
+    assert r.exit_code == 1 and "CRC" in r.output
+
+
+def test_jpeg_output_of_alpha_image_is_refused(tmp_path):
+    src = tmp_path / "a.png"
+    Image.fromarray(np.dstack([synthetic_image(40, 40), np.full((40, 40), 7, np.uint8)]), "RGBA").save(src)
+    run("compress", src)
+    r = run("decompress", src.with_suffix(".aec"), "-o", tmp_path / "a.jpg")
+    assert r.exit_code == 1 and "alpha" in r.output and not (tmp_path / "a.jpg").exists()
+
+
+def test_usage_errors(png, tmp_path):
+    assert run("compress", tmp_path / "missing.png").exit_code == 2
+    assert run("compress", png, "-q", "9").exit_code == 2
+    assert run("decompress", png, "-o", png).exit_code == 1  # would overwrite the input
+    r = run("--version")
+    assert r.exit_code == 0 and f"format version {container.VERSION}" in r.output and "model" in r.output
+
+
+def test_output_folder_must_exist(png, tmp_path):
+    r = run("compress", png, "-o", tmp_path / "nowhere" / "x.aec")
+    assert r.exit_code == 1 and "does not exist" in r.output

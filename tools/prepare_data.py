@@ -1,0 +1,87 @@
+"""Turn a folder of photos into a folder of training crops.
+
+Large photos are downsampled by a random factor (short side to 512..768 px), which removes sensor
+noise and JPEG artifacts that a codec should not learn to reproduce; then up to --max-crops
+non-overlapping crops are cut from a randomly shifted grid. Crops are named `{photo}_{i}`, so that
+train.py can hold out whole photos for validation; an input that already is one crop keeps its name.
+
+    python tools/prepare_data.py ~/Pictures data/train
+    python tools/prepare_data.py ../shared/data/train .gpudata/train --max-crops 1 \
+        --format jpeg --exclude-validation        # compact copy for a GPU call (JPEG q95 4:4:4)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import re
+from pathlib import Path
+
+from PIL import Image
+
+IMAGE_EXTENSIONS = {".png", ".webp", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm"}
+
+
+def photo_of(path: Path) -> str:
+    """The photo a crop was cut from: its name without the trailing `_<crop index>`."""
+    return re.sub(r"_\d+$", "", path.stem)
+
+
+def is_validation(path: Path) -> bool:
+    """Hold out 1 photo in 20 (all of its crops), chosen by a hash of its name: stable across runs."""
+    return int(hashlib.sha1(photo_of(path).encode()).hexdigest(), 16) % 20 == 0
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def crops_of(img: Image.Image, rng: random.Random, size: int, max_crops: int) -> list[Image.Image]:
+    """Downsample if the short side exceeds 768 px, then cut crops from a randomly shifted grid."""
+    w, h = img.size
+    if min(w, h) > 768:
+        short = rng.randint(512, 768)
+        scale = short / min(w, h)
+        img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.LANCZOS)
+        w, h = img.size
+    nx, ny = w // size, h // size
+    if nx * ny == 0:
+        return []
+    ox, oy = rng.randint(0, w - nx * size), rng.randint(0, h - ny * size)
+    cells = rng.sample([(i, j) for i in range(nx) for j in range(ny)], min(max_crops, nx * ny))
+    return [img.crop((ox + i * size, oy + j * size, ox + (i + 1) * size, oy + (j + 1) * size)) for i, j in cells]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", type=Path)
+    p.add_argument("dst", type=Path)
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--max-crops", type=int, default=6)
+    p.add_argument("--format", choices=["png", "jpeg"], default="png", help="jpeg: quality 95, 4:4:4 (compact, ~43 dB)")
+    p.add_argument("--exclude-validation", action="store_true", help="skip the photos train.py holds out")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+
+    args.dst.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for path in image_files(args.src):
+        if args.exclude_validation and is_validation(path):
+            continue
+        rng = random.Random(f"{args.seed}:{path.name}")
+        with Image.open(path) as im:
+            img = im.convert("RGB")
+        for i, crop in enumerate(crops_of(img, rng, args.crop, args.max_crops)):
+            # An input that already is one crop keeps its name (and so its photo's validation split).
+            stem = path.stem if img.size == (args.crop, args.crop) else f"{path.stem}_{i}"
+            if args.format == "png":
+                crop.save(args.dst / f"{stem}.png", compress_level=6)
+            else:
+                crop.save(args.dst / f"{stem}.jpg", quality=95, subsampling=0)
+            written += 1
+    print(f"wrote {written} crops to {args.dst}")
+
+
+if __name__ == "__main__":
+    main()
