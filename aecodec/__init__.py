@@ -1,5 +1,6 @@
 """aecodec: a learned image codec. `compress(image) -> bytes`, `decompress(bytes) -> PIL.Image`."""
 
+from . import pillow_plugin  # noqa: F401  (registers .aec with Pillow)
 from .codec import DEFAULT_QUALITY, compress, decompress
 from .errors import AecError, FormatError, ModelMismatchError
 

@@ -6,8 +6,12 @@ Errors are one line on stderr with a non-zero exit code, and never leave a parti
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -37,15 +41,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _check_output(src: Path, out: Path, force: bool) -> None:
-    if out.resolve() == src.resolve():
-        raise click.ClickException(f"{out} is the input file; choose another name with -o")
-    if out.exists() and not force:
-        raise click.ClickException(f"{out} exists; use --force to overwrite it, or -o to choose another name")
-    if not out.parent.is_dir():
-        raise click.ClickException(f"folder {out.parent} does not exist")
 
 
 def _progress_bar(label: str):
@@ -95,64 +90,211 @@ def main() -> None:
     """aecodec: a learned image codec. Compress images to .aec files and back."""
 
 
-@main.command()
-@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), help="Output file [default: SRC with .aec].")
-@click.option("-q", "--quality", type=click.FloatRange(1, 8), default=4.0, show_default=True,
-              help="Quality, any real number from 1 (smallest) to 8 (best).")
-@click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
-def compress(src: Path, out: Path | None, quality: float, force: bool) -> None:
-    """Compress an image (PNG, JPEG, WebP, TIFF, ...) into an .aec file."""
+class JobError(Exception):
+    """One file of a batch failed; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    out: Path
+
+
+def _plan(sources: tuple[Path, ...], out: Path | None, suffix: str) -> list[Job]:
+    """Output path of each input: -o names a file for one input, a folder for several (created if needed)."""
+    if out is not None and (len(sources) > 1 or out.is_dir()):
+        if not out.exists():
+            out.mkdir(parents=True)
+        if not out.is_dir():
+            raise click.ClickException(f"{out} is not a folder; with several inputs, -o names the output folder")
+        jobs = [Job(src, out / (src.stem + suffix)) for src in sources]
+    else:
+        jobs = [Job(src, out or src.with_suffix(suffix)) for src in sources]
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        key = job.out.resolve()
+        if key in seen:
+            raise click.ClickException(f"{seen[key]} and {job.src} would both be written to {job.out}")
+        seen[key] = job.src
+    return jobs
+
+
+def _check_output(job: Job, force: bool) -> None:
+    if job.out.resolve() == job.src.resolve():
+        raise JobError(f"{job.out} is the input file; choose another name with -o")
+    if job.out.exists() and not force:
+        raise JobError(f"{job.out} exists; use --force to overwrite it, or -o to choose another name")
+    if not job.out.parent.is_dir():
+        raise JobError(f"folder {job.out.parent} does not exist")
+
+
+def _compress_job(job: Job, quality: float, force: bool, progress: bool) -> dict:
     from PIL import Image, UnidentifiedImageError
 
     from . import codec
 
-    out = out or src.with_suffix(".aec")
-    _check_output(src, out, force)
+    _check_output(job, force)
+    start = time.perf_counter()
     try:
-        with Image.open(src) as im:
+        with Image.open(job.src) as im:
             im.load()
-            data = codec.compress(im, quality, progress=_progress_bar("compressing"))
+            data = codec.compress(im, quality, progress=_progress_bar("compressing") if progress else None)
             width, height = im.size
     except UnidentifiedImageError:
-        raise click.ClickException(f"{src} is not an image that Pillow can read") from None
+        raise JobError(f"{job.src} is not an image that Pillow can read") from None
     except (AecError, OSError) as e:
-        raise click.ClickException(f"{src}: {e}") from None
-    _write(out, lambda tmp: tmp.write_bytes(data))
-    click.echo(f"{src} -> {out}: {len(data)} bytes, {len(data) * 8 / (width * height):.3f} bpp (quality {quality:g})")
+        raise JobError(f"{job.src}: {e}") from None
+    _write(job.out, lambda tmp: tmp.write_bytes(data))
+    return {"src": str(job.src), "out": str(job.out), "bytes_in": job.src.stat().st_size, "bytes_out": len(data),
+            "pixels": width * height, "bpp": len(data) * 8 / (width * height), "quality": quality,
+            "seconds": time.perf_counter() - start}
+
+
+def _decompress_job(job: Job, force: bool, progress: bool) -> dict:
+    from . import codec
+
+    fmt = _FORMATS_BY_SUFFIX.get(job.out.suffix.lower())
+    if fmt is None:
+        raise JobError(f"unknown output format {job.out.suffix!r}; use one of {', '.join(sorted(_FORMATS_BY_SUFFIX))}")
+    _check_output(job, force)
+    start = time.perf_counter()
+    data = _read(job.src)
+    try:
+        image = codec.decompress(data, progress=_progress_bar("decompressing") if progress else None)
+    except AecError as e:
+        raise JobError(f"{job.src}: {e}") from None
+    if fmt == "JPEG" and image.mode in ("LA", "RGBA"):
+        raise JobError(f"{job.src} has an alpha channel, which JPEG cannot store; write .png or .webp")
+    _write(job.out, lambda tmp: image.save(tmp, format=fmt))
+    return {"src": str(job.src), "out": str(job.out), "bytes_in": len(data), "bytes_out": job.out.stat().st_size,
+            "pixels": image.width * image.height, "bpp": len(data) * 8 / (image.width * image.height),
+            "size": f"{image.width}x{image.height}", "mode": image.mode, "seconds": time.perf_counter() - start}
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run(jobs: list[Job], work: Callable[..., dict], workers: int, as_json: bool, label: str) -> None:
+    """Run the jobs (in worker processes when -j > 1), report failures as they come, then the summary."""
+    start = time.perf_counter()
+    if len(jobs) == 1:
+        try:
+            results, failures = [work(jobs[0], progress=True)], []
+        except JobError as e:
+            raise click.ClickException(str(e)) from None
+    else:
+        results, failures = _run_batch(jobs, work, workers, label)
+    wall = time.perf_counter() - start
+    if as_json:
+        click.echo(json.dumps({"files": results, "failed": failures, "summary": _summary(results, wall)}, indent=1))
+    elif len(jobs) == 1:
+        r = results[0]
+        what = f"{r['bytes_out']} bytes, {r['bpp']:.3f} bpp (quality {r['quality']:g})" if "quality" in r else f"{r['size']} {r['mode']}"
+        click.echo(f"{r['src']} -> {r['out']}: {what}")
+    else:
+        sm = _summary(results, wall)
+        click.echo(f"{sm['files']} files, {sm['bytes_in']} bytes in, {sm['bytes_out']} bytes out, "
+                   f"mean {sm['mean_bpp']:.4f} bpp, {sm['seconds']:.1f} s" + (f", {len(failures)} failed" if failures else ""))
+    if failures:
+        raise click.exceptions.Exit(1)
+
+
+def _run_batch(jobs: list[Job], work: Callable[..., dict], workers: int, label: str) -> tuple[list[dict], list[dict]]:
+    results, failures = [], []
+    err = click.get_text_stream("stderr")
+    with click.progressbar(length=len(jobs), label=label, file=err) as bar:
+        if workers == 1:
+            outcomes = ((job, _attempt(work, job)) for job in jobs)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn, not fork: a forked child of a process that ran torch's OpenMP can deadlock.
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"),
+                                       initializer=_worker_init, initargs=(threads,))
+            futures = [(job, pool.submit(_attempt, work, job)) for job in jobs]
+            outcomes = ((job, f.result()) for job, f in futures)
+        for job, (result, error) in outcomes:
+            if error is None:
+                results.append(result)
+            else:
+                failures.append({"src": str(job.src), "error": error})
+                click.echo(f"\nerror: {error}", err=True)
+            bar.update(1)
+        if workers > 1:
+            pool.shutdown()
+    return results, failures
+
+
+def _attempt(work: Callable[..., dict], job: Job) -> tuple[dict | None, str | None]:
+    """One job of a batch; any failure becomes a message, so that the other files go on."""
+    try:
+        return work(job, progress=False), None
+    except JobError as e:
+        return None, str(e)
+    except Exception as e:  # a bug or a resource error on one file must not stop the batch
+        return None, f"{job.src}: {type(e).__name__}: {e}"
+
+
+def _summary(results: list[dict], wall: float) -> dict:
+    pixels = sum(r["pixels"] for r in results)
+    return {"files": len(results), "bytes_in": sum(r["bytes_in"] for r in results),
+            "bytes_out": sum(r["bytes_out"] for r in results),
+            "mean_bpp": sum(r["bpp"] for r in results) / len(results) if results else 0.0,
+            "megapixels": pixels / 1e6, "seconds": wall}
+
+
+_batch_options = [
+    click.option("-f", "--force", is_flag=True, help="Overwrite output files that exist."),
+    click.option("-j", "--jobs", "workers", type=click.IntRange(1, 64), default=1, show_default=True,
+                 help="Files coded in parallel (processes)."),
+    click.option("--json", "as_json", is_flag=True, help="Print the results as JSON."),
+]
+
+
+def _with_batch_options(f):
+    for option in reversed(_batch_options):
+        f = option(f)
+    return f
 
 
 @main.command()
-@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Output image; its extension picks the format [default: SRC with .png].")
-@click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
-def decompress(src: Path, out: Path | None, force: bool) -> None:
-    """Decompress an .aec file into an image."""
-    from . import codec
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path),
+              help="Output file, or folder for several inputs [default: beside each input, with .aec].")
+@click.option("-q", "--quality", type=click.FloatRange(1, 8), default=4.0, show_default=True,
+              help="Quality, any real number from 1 (smallest) to 8 (best).")
+@_with_batch_options
+def compress(sources: tuple[Path, ...], out: Path | None, quality: float, force: bool, workers: int, as_json: bool) -> None:
+    """Compress images (PNG, JPEG, WebP, TIFF, ...) into .aec files."""
+    jobs = _plan(sources, out, ".aec")
+    _run(jobs, functools.partial(_compress_job, quality=quality, force=force), workers, as_json, "compressing")
 
-    out = out or src.with_suffix(".png")
-    fmt = _FORMATS_BY_SUFFIX.get(out.suffix.lower())
-    if fmt is None:
-        raise click.ClickException(f"unknown output format {out.suffix!r}; use one of {', '.join(sorted(_FORMATS_BY_SUFFIX))}")
-    _check_output(src, out, force)
-    try:
-        image = codec.decompress(_read(src), progress=_progress_bar("decompressing"))
-    except AecError as e:
-        raise click.ClickException(f"{src}: {e}") from None
-    if fmt == "JPEG" and image.mode in ("LA", "RGBA"):
-        raise click.ClickException(f"{src} has an alpha channel, which JPEG cannot store; write .png or .webp")
-    _write(out, lambda tmp: image.save(tmp, format=fmt))
-    click.echo(f"{src} -> {out}: {image.width}x{image.height} {image.mode}")
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path),
+              help="Output image (its extension picks the format), or folder for several inputs [default: .png beside each input].")
+@_with_batch_options
+def decompress(sources: tuple[Path, ...], out: Path | None, force: bool, workers: int, as_json: bool) -> None:
+    """Decompress .aec files into images."""
+    jobs = _plan(sources, out, ".png")
+    _run(jobs, functools.partial(_decompress_job, force=force), workers, as_json, "decompressing")
 
 
 @main.command()
 @click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def info(src: Path) -> None:
     """Show the header of an .aec file and check its integrity (without decoding it)."""
-    data = _read(src)
     try:
+        data = _read(src)
         c = container.parse(data)
+    except JobError as e:
+        raise click.ClickException(str(e)) from None
     except AecError as e:
         raise click.ClickException(f"{src}: {e}") from None
     h = c.header
@@ -173,14 +315,14 @@ def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as e:
-        raise click.ClickException(f"cannot read {path}: {e.strerror}") from None
+        raise JobError(f"cannot read {path}: {e.strerror}") from None
 
 
 def _write(path: Path, write: Callable[[Path], None]) -> None:
     try:
         _atomic_write(path, write)
     except OSError as e:
-        raise click.ClickException(f"cannot write {path}: {e.strerror or e}") from None
+        raise JobError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ QUALITY_SCALE = 1000  # quality is stored in thousandths
 QUALITY_MIN, QUALITY_MAX = 1.0, 8.0
 
 _HEADER = struct.Struct(">4sBB8sIIHH")  # magic, version, mode, model id, width, height, quality, tile
+HEADER_SIZE = _HEADER.size
 _LENGTH = struct.Struct(">I")
 _CRC = struct.Struct(">I")
 

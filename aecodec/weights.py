@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -71,11 +72,22 @@ def find_weights(name: str = DEFAULT_NAME, folder: Path | None = None) -> Weight
     return Weights(path, manifest)
 
 
+def expected_model_id(name: str = DEFAULT_NAME) -> bytes | None:
+    """The model id of the installed weights from their manifest alone (no hashing), or None if absent."""
+    try:
+        manifest = json.loads((weights_dir() / f"{name}.json").read_text())
+        return bytes.fromhex(manifest["sha256"])[:MODEL_ID_BYTES]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def load_model(weights: Weights, device: str = "cpu"):
     """Build the model from the file's own config and load every tensor, the CDF tables included."""
     from safetensors import safe_open
 
-    from .model import GainedHyperprior, ModelConfig
+    with warnings.catch_warnings():  # compressai's import scripts functions with a deprecated torch.jit
+        warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+        from .model import GainedHyperprior, ModelConfig
 
     with safe_open(str(weights.path), framework="pt", device=device) as f:
         config = ModelConfig.from_json(f.metadata()["config"])

@@ -109,3 +109,43 @@ def test_usage_errors(png, tmp_path):
 def test_output_folder_must_exist(png, tmp_path):
     r = run("compress", png, "-o", tmp_path / "nowhere" / "x.aec")
     assert r.exit_code == 1 and "does not exist" in r.output
+
+
+def test_batch_reports_failures_and_goes_on(tmp_path):
+    for i in range(2):
+        Image.fromarray(synthetic_image(40, 56, seed=i)).save(tmp_path / f"ok{i}.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG but not really")
+    outdir = tmp_path / "out"
+    r = run("compress", tmp_path / "ok0.png", tmp_path / "broken.png", tmp_path / "ok1.png", "-o", outdir)
+    assert r.exit_code == 1
+    assert "broken.png is not an image" in r.output and "2 files" in r.output and "1 failed" in r.output
+    assert sorted(p.name for p in outdir.iterdir()) == ["ok0.aec", "ok1.aec"]
+
+    r = run("decompress", outdir / "ok0.aec", outdir / "ok1.aec", "-o", tmp_path / "dec", "--json")
+    assert r.exit_code == 0, r.output
+    import json
+
+    report = json.loads(r.output[r.output.index("{"):])
+    assert report["summary"]["files"] == 2 and not report["failed"]
+    assert {f["size"] for f in report["files"]} == {"56x40"}
+
+
+def test_batch_in_parallel(tmp_path):
+    images = [synthetic_image(48, 64, seed=i) for i in range(2)]
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(tmp_path / f"p{i}.png")
+    r = run("compress", tmp_path / "p0.png", tmp_path / "p1.png", "-o", tmp_path / "out", "-j", "2", "-q", "8")
+    assert r.exit_code == 0, r.output
+    r = run("decompress", tmp_path / "out" / "p0.aec", tmp_path / "out" / "p1.aec", "-o", tmp_path / "dec", "-j", "2")
+    assert r.exit_code == 0, r.output
+    for i, img in enumerate(images):
+        assert psnr(img, np.asarray(Image.open(tmp_path / "dec" / f"p{i}.png"))) > 28
+
+
+def test_batch_output_name_clash_is_refused(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in "ab":
+        Image.fromarray(synthetic_image(8, 8)).save(tmp_path / d / "x.png")
+    r = run("compress", tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", "-o", tmp_path / "out")
+    assert r.exit_code == 1 and "would both be written" in r.output

@@ -1,0 +1,58 @@
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import aecodec
+from aecodec.errors import ModelMismatchError
+
+from conftest import psnr, synthetic_image
+
+
+def test_save_and_open_through_pillow(tmp_path):
+    img = Image.fromarray(synthetic_image(64, 80))
+    path = tmp_path / "x.aec"
+    img.save(path, quality=7)
+    with Image.open(path) as im:
+        assert im.format == "AEC" and im.size == (80, 64) and im.mode == "RGB"
+        assert im.info["quality"] == 7.0
+        assert psnr(np.asarray(img), np.asarray(im)) > 28
+    assert Image.MIME["AEC"] == "image/x-aec"
+    assert Image.registered_extensions()[".aec"] == "AEC"
+
+
+def test_open_is_lazy_and_does_not_import_torch(tmp_path):
+    path = tmp_path / "x.aec"
+    path.write_bytes(aecodec.compress(synthetic_image(16, 16)))
+    code = ("import sys, aecodec; from PIL import Image; im = Image.open(sys.argv[1]); "
+            "assert im.size == (16, 16); assert 'torch' not in sys.modules; im.load(); assert 'torch' in sys.modules")
+    subprocess.run([sys.executable, "-W", "ignore", "-c", code, str(path)], check=True)
+
+
+def test_alpha_mode_through_pillow(tmp_path):
+    rgba = np.dstack([synthetic_image(20, 30), np.arange(600, dtype=np.uint8).reshape(20, 30)])
+    path = tmp_path / "a.aec"
+    Image.fromarray(rgba, "RGBA").save(path)
+    with Image.open(path) as im:
+        assert im.mode == "RGBA"
+        assert np.array_equal(np.asarray(im)[:, :, 3], rgba[:, :, 3])
+
+
+def test_open_of_another_models_file_names_that_model(tmp_path):
+    body = bytearray(aecodec.compress(synthetic_image(16, 16))[:-4])
+    body[6:14] = bytes.fromhex("feedfacecafebeef")
+    path = tmp_path / "other.aec"
+    path.write_bytes(bytes(body) + struct.pack(">I", zlib.crc32(bytes(body))))
+    with pytest.raises(ModelMismatchError, match="feedfacecafebeef"):
+        Image.open(path)
+
+
+def test_other_formats_are_not_claimed(tmp_path):
+    path = tmp_path / "x.png"
+    Image.fromarray(synthetic_image(8, 8)).save(path)
+    with Image.open(path) as im:
+        assert im.format == "PNG"
