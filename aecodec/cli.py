@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,6 +24,11 @@ from .errors import AecError
 
 _FORMATS_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                       ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".pgm": "PPM", ".pnm": "PPM"}
+
+
+# What each output format can carry of the ICC profile and EXIF that an .aec file holds.
+_METADATA_BY_FORMAT = {"PNG": ("icc_profile", "exif"), "JPEG": ("icc_profile", "exif"),
+                       "WEBP": ("icc_profile", "exif"), "TIFF": ("icc_profile",)}
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -51,7 +58,7 @@ def _progress_bar(label: str):
         if total < 2:
             return
         if "bar" not in state:
-            state["bar"] = click.progressbar(length=total, label=label, file=click.get_text_stream("stderr"))
+            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
             state["bar"].__enter__()
         state["bar"].update(1)
         if done == total:
@@ -88,6 +95,19 @@ def _print_version(ctx: click.Context, _param, value: bool) -> None:
               help="Show the version, the format version and the model, then exit.")
 def main() -> None:
     """aecodec: a learned image codec. Compress images to .aec files and back."""
+
+
+class ByteSize(click.ParamType):
+    """A size in bytes: 30000, 40KB (10^3), 40KiB (2^10), 1.5MB, 2MiB."""
+
+    name = "size"
+    _units = {"": 1, "b": 1, "kb": 10**3, "k": 10**3, "kib": 2**10, "mb": 10**6, "m": 10**6, "mib": 2**20}
+
+    def convert(self, value, param, ctx) -> int:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
+        if not m or m.group(2).lower() not in self._units or float(m.group(1)) <= 0:
+            self.fail(f"{value!r} is not a size like 30000, 40KB or 1.5MiB", param, ctx)
+        return int(float(m.group(1)) * self._units[m.group(2).lower()])
 
 
 class JobError(Exception):
@@ -128,7 +148,7 @@ def _check_output(job: Job, force: bool) -> None:
         raise JobError(f"folder {job.out.parent} does not exist")
 
 
-def _compress_job(job: Job, quality: float, force: bool, progress: bool) -> dict:
+def _compress_job(job: Job, quality: float, target: dict, force: bool, progress: bool) -> dict:
     from PIL import Image, UnidentifiedImageError
 
     from . import codec
@@ -138,7 +158,12 @@ def _compress_job(job: Job, quality: float, force: bool, progress: bool) -> dict
     try:
         with Image.open(job.src) as im:
             im.load()
-            data = codec.compress(im, quality, progress=_progress_bar("compressing") if progress else None)
+            bar = _progress_bar("compressing") if progress else None
+            if target:
+                reached = codec.compress_to(im, **target, progress=bar)
+                data, quality, extra = reached.data, reached.quality, {"encodes": reached.encodes, "psnr": reached.psnr}
+            else:
+                data, extra = codec.compress(im, quality, progress=bar), {}
             width, height = im.size
     except UnidentifiedImageError:
         raise JobError(f"{job.src} is not an image that Pillow can read") from None
@@ -147,7 +172,7 @@ def _compress_job(job: Job, quality: float, force: bool, progress: bool) -> dict
     _write(job.out, lambda tmp: tmp.write_bytes(data))
     return {"src": str(job.src), "out": str(job.out), "bytes_in": job.src.stat().st_size, "bytes_out": len(data),
             "pixels": width * height, "bpp": len(data) * 8 / (width * height), "quality": quality,
-            "seconds": time.perf_counter() - start}
+            "seconds": time.perf_counter() - start, **extra}
 
 
 def _decompress_job(job: Job, force: bool, progress: bool) -> dict:
@@ -165,7 +190,8 @@ def _decompress_job(job: Job, force: bool, progress: bool) -> dict:
         raise JobError(f"{job.src}: {e}") from None
     if fmt == "JPEG" and image.mode in ("LA", "RGBA"):
         raise JobError(f"{job.src} has an alpha channel, which JPEG cannot store; write .png or .webp")
-    _write(job.out, lambda tmp: image.save(tmp, format=fmt))
+    metadata = {k: image.info[k] for k in _METADATA_BY_FORMAT.get(fmt, ()) if k in image.info}
+    _write(job.out, lambda tmp: image.save(tmp, format=fmt, **metadata))
     return {"src": str(job.src), "out": str(job.out), "bytes_in": len(data), "bytes_out": job.out.stat().st_size,
             "pixels": image.width * image.height, "bpp": len(data) * 8 / (image.width * image.height),
             "size": f"{image.width}x{image.height}", "mode": image.mode, "seconds": time.perf_counter() - start}
@@ -193,6 +219,8 @@ def _run(jobs: list[Job], work: Callable[..., dict], workers: int, as_json: bool
     elif len(jobs) == 1:
         r = results[0]
         what = f"{r['bytes_out']} bytes, {r['bpp']:.3f} bpp (quality {r['quality']:g})" if "quality" in r else f"{r['size']} {r['mode']}"
+        if r.get("encodes"):
+            what += f", {r['encodes']} encodes" + (f", PSNR {r['psnr']:.2f} dB" if r.get("psnr") else "")
         click.echo(f"{r['src']} -> {r['out']}: {what}")
     else:
         sm = _summary(results, wall)
@@ -204,8 +232,7 @@ def _run(jobs: list[Job], work: Callable[..., dict], workers: int, as_json: bool
 
 def _run_batch(jobs: list[Job], work: Callable[..., dict], workers: int, label: str) -> tuple[list[dict], list[dict]]:
     results, failures = [], []
-    err = click.get_text_stream("stderr")
-    with click.progressbar(length=len(jobs), label=label, file=err) as bar:
+    with click.progressbar(length=len(jobs), label=label, file=sys.stderr) as bar:
         if workers == 1:
             outcomes = ((job, _attempt(work, job)) for job in jobs)
         else:
@@ -268,11 +295,18 @@ def _with_batch_options(f):
               help="Output file, or folder for several inputs [default: beside each input, with .aec].")
 @click.option("-q", "--quality", type=click.FloatRange(1, 8), default=4.0, show_default=True,
               help="Quality, any real number from 1 (smallest) to 8 (best).")
+@click.option("--bpp", type=click.FloatRange(min=0, min_open=True), help="Target bits per pixel (searches the quality).")
+@click.option("--size", type=ByteSize(), help="Largest file size, e.g. 40KB, 1.5MB, 30000 (searches the quality).")
+@click.option("--psnr", type=click.FloatRange(min=0, min_open=True), help="Target PSNR in dB (searches the quality).")
 @_with_batch_options
-def compress(sources: tuple[Path, ...], out: Path | None, quality: float, force: bool, workers: int, as_json: bool) -> None:
+def compress(sources: tuple[Path, ...], out: Path | None, quality: float, bpp: float | None, size: int | None,
+             psnr: float | None, force: bool, workers: int, as_json: bool) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) into .aec files."""
+    target = {k: v for k, v in {"bpp": bpp, "size": size, "psnr": psnr}.items() if v is not None}
+    if len(target) > 1:
+        raise click.UsageError("give at most one of --bpp, --size, --psnr")
     jobs = _plan(sources, out, ".aec")
-    _run(jobs, functools.partial(_compress_job, quality=quality, force=force), workers, as_json, "compressing")
+    _run(jobs, functools.partial(_compress_job, quality=quality, target=target, force=force), workers, as_json, "compressing")
 
 
 @main.command()

@@ -6,9 +6,11 @@ and table indexes -> bytes (entropy) -> file (container), and back.
 
 from __future__ import annotations
 
+import math
 import warnings
 import zlib
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -95,42 +97,176 @@ def _pad(x, multiple: int = TILE_ALIGN):
     return x
 
 
-def compress(image, quality: float = DEFAULT_QUALITY, *, tile: int = DEFAULT_TILE, progress: Progress | None = None) -> bytes:
+@dataclass(frozen=True)
+class _Analysis:
+    """An image read and analysed once: everything that does not depend on the quality."""
+
+    pixels: np.ndarray  # HxWxC uint8
+    mode: str
+    latents: tuple  # g_a output of each tile, before the gain
+    icc: bytes
+    exif: bytes
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+
+def _analyse(image, tile: int, progress: Progress | None, icc: bytes | None, exif: bytes | None) -> _Analysis:
+    import torch
+
+    info = image.info if isinstance(image, Image.Image) else {}
+    icc = (info.get("icc_profile") or b"") if icc is None else icc
+    exif = (info.get("exif") or b"") if exif is None else exif
+    if isinstance(exif, Image.Exif):
+        exif = exif.tobytes()
+
+    pixels, mode = _to_array(image)
+    height, width = pixels.shape[:2]
+    _check_size(width, height)
+    if tile % TILE_ALIGN or not TILE_ALIGN <= tile <= container.MAX_TILE:
+        raise AecError(f"tile must be a multiple of {TILE_ALIGN} in [{TILE_ALIGN}, {container.MAX_TILE}], got {tile}")
+    _, model = _coding_model()
+    colour = pixels[:, :, :3] if mode in ("RGB", "RGBA") else np.repeat(pixels[:, :, :1], 3, axis=2)
+    boxes = list(_tile_boxes(Header(mode, bytes(8), width, height, DEFAULT_QUALITY, tile)))
+    latents = []
+    with torch.inference_mode():  # oneDNN here: 3x faster, and the decoder does not depend on it
+        for i, (left, top, right, bottom) in enumerate(boxes):
+            x = torch.from_numpy(colour[top:bottom, left:right].copy()).permute(2, 0, 1)[None]
+            latents.append(model.analyse(_pad(x.float() / 255)))
+            if progress:
+                progress(i + 1, len(boxes))
+    return _Analysis(pixels, mode, tuple(latents), bytes(icc), bytes(exif))
+
+
+def _encode(analysis: _Analysis, quality: float, tile: int) -> bytes:
+    """The .aec bytes of an analysed image at one quality."""
+    import torch
+
+    try:
+        q_code = container.quantize_quality(float(quality))
+    except ValueError as e:
+        raise AecError(str(e)) from None
+    weights, model = _coding_model()
+    width, height = analysis.size
+    header = Header(analysis.mode, weights.model_id, width, height, q_code / container.QUALITY_SCALE, tile,
+                    analysis.icc, analysis.exif)
+    z_tables, y_tables = _tables(model)
+    q = torch.tensor([header.quality])
+    with torch.inference_mode():
+        tiles = tuple(_encode_tile(model, *model.hyper_analyse(y, q), z_tables, y_tables) for y in analysis.latents)
+    alpha = zlib.compress(np.ascontiguousarray(analysis.pixels[:, :, -1]).tobytes(), 9) if header.has_alpha else None
+    return container.build(Container(header, tiles, alpha))
+
+
+def compress(image, quality: float = DEFAULT_QUALITY, *, tile: int = DEFAULT_TILE, progress: Progress | None = None,
+             icc: bytes | None = None, exif: bytes | None = None) -> bytes:
     """Compress an image into the bytes of an .aec file.
 
     Args:
         image: a PIL image (any mode; 16-bit is converted with a warning) or an HxW / HxWxC uint8 array.
         quality: any real number in [1, 8]; higher is better quality and more bytes.
         tile: tile side in pixels (a multiple of 64); tiles are coded independently to bound memory.
-        progress: called with (tiles done, tiles in all) after each tile.
+        progress: called with (tiles done, tiles in all) after each tile is analysed.
+        icc, exif: metadata to store; None takes the image's own (`info["icc_profile"]`, `info["exif"]`),
+            b"" stores none. EXIF is kept as is: its orientation is not applied to the pixels.
     """
-    import torch
+    return _encode(_analyse(image, tile, progress, icc, exif), quality, tile)
 
-    pixels, mode = _to_array(image)
-    height, width = pixels.shape[:2]
-    _check_size(width, height)
-    try:
-        q_code = container.quantize_quality(float(quality))
-    except ValueError as e:
-        raise AecError(str(e)) from None
-    weights, model = _coding_model()
-    header = Header(mode, weights.model_id, width, height, q_code / container.QUALITY_SCALE, tile)
-    if tile % TILE_ALIGN or not TILE_ALIGN <= tile <= container.MAX_TILE:
-        raise AecError(f"tile must be a multiple of {TILE_ALIGN} in [{TILE_ALIGN}, {container.MAX_TILE}], got {tile}")
-    z_tables, y_tables = _tables(model)
-    colour = pixels[:, :, :3] if mode in ("RGB", "RGBA") else np.repeat(pixels[:, :, :1], 3, axis=2)
-    q = torch.tensor([header.quality])
-    tiles = []
-    boxes = list(_tile_boxes(header))
-    with torch.inference_mode():  # oneDNN here: 3x faster, and the decoder does not depend on it
-        for i, (left, top, right, bottom) in enumerate(boxes):
-            x = torch.from_numpy(colour[top:bottom, left:right].copy()).permute(2, 0, 1)[None]
-            y, z = model.analyse(_pad(x.float() / 255), q)
-            tiles.append(_encode_tile(model, y, z, z_tables, y_tables))
-            if progress:
-                progress(i + 1, len(boxes))
-    alpha = zlib.compress(np.ascontiguousarray(pixels[:, :, -1]).tobytes(), 9) if header.has_alpha else None
-    return container.build(Container(header, tuple(tiles), alpha))
+
+@dataclass(frozen=True)
+class RateResult:
+    """What a rate-controlled compression reached."""
+
+    data: bytes
+    quality: float
+    bpp: float
+    psnr: float | None  # measured on the decoded image when the target was a PSNR
+    encodes: int  # how many encodes the search needed
+
+
+def compress_to(image, *, bpp: float | None = None, size: int | None = None, psnr: float | None = None,
+                tile: int = DEFAULT_TILE, progress: Progress | None = None,
+                icc: bytes | None = None, exif: bytes | None = None) -> RateResult:
+    """Compress to a target by searching the continuous quality; exactly one target must be given.
+
+    Args:
+        bpp: bits per pixel of the whole file; the closest reachable rate is chosen.
+        size: file size in bytes; the best quality whose file is not larger.
+        psnr: PSNR-RGB in dB of the decoded image; the smallest file that reaches it.
+    """
+    targets = {k: v for k, v in {"bpp": bpp, "size": size, "psnr": psnr}.items() if v is not None}
+    if len(targets) != 1:
+        raise AecError("give exactly one of bpp, size, psnr")
+    (kind, target), = targets.items()
+    if not target > 0:
+        raise AecError(f"{kind} target must be positive, got {target}")
+    analysis = _analyse(image, tile, progress, icc, exif)
+    width, height = analysis.size
+    probes: dict[float, tuple[bytes, float]] = {}
+
+    def measure(q: float) -> float:
+        q = round(q * container.QUALITY_SCALE) / container.QUALITY_SCALE
+        if q not in probes:
+            data = _encode(analysis, q, tile)
+            value = len(data) * 8 / (width * height) if kind != "psnr" else _psnr(analysis, decompress(data))
+            probes[q] = (data, value)
+        return probes[q][1]
+
+    goal = target * 8 / (width * height) if kind == "size" else target
+    transform = math.log if kind != "psnr" else (lambda v: v)
+    _search(measure, transform, goal, tolerance=0.002 if kind != "psnr" else 0.02)
+
+    if kind == "bpp":
+        q = min(probes, key=lambda k: abs(math.log(probes[k][1] / goal)))
+    elif kind == "size":
+        fitting = [k for k in probes if probes[k][1] <= goal]
+        if not fitting:
+            raise AecError(f"cannot fit in {int(target)} bytes: quality 1 needs {len(probes[min(probes)][0])} bytes")
+        q = max(fitting)
+    else:
+        reaching = [k for k in probes if probes[k][1] >= goal]
+        q = min(reaching) if reaching else max(probes)
+    data, value = probes[q]
+    return RateResult(data, q, len(data) * 8 / (width * height), value if kind == "psnr" else None, len(probes))
+
+
+def _search(measure: Callable[[float], float], transform: Callable[[float], float], goal: float,
+            tolerance: float, max_encodes: int = 12) -> None:
+    """Regula falsi (Illinois) on transform(measure(q)) - transform(goal) over q in [1, 8].
+
+    The measure grows with q; rates are close to linear in q after a log, which makes this converge in
+    a few encodes. Stops within `tolerance` of the goal, at the quality resolution, or at the limits."""
+    def f(q: float) -> float:
+        return transform(measure(q)) - transform(goal)
+
+    lo, hi = container.QUALITY_MIN, container.QUALITY_MAX
+    f_lo, f_hi = f(lo), f(hi)
+    if f_lo >= 0 or f_hi <= 0:
+        return  # the goal is outside the reachable range: the caller picks the nearest end
+    side = 0
+    for _ in range(max_encodes - 2):
+        q = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+        value = f(q)
+        if abs(value) <= tolerance or hi - lo <= 2 / container.QUALITY_SCALE:
+            return
+        if value < 0:
+            lo, f_lo = q, value
+            f_hi = f_hi / 2 if side == -1 else f_hi
+            side = -1
+        else:
+            hi, f_hi = q, value
+            f_lo = f_lo / 2 if side == 1 else f_lo
+            side = 1
+
+
+def _psnr(analysis: _Analysis, decoded: Image.Image) -> float:
+    """PSNR of the colour (or grey) channels; alpha is lossless and left out."""
+    n = 3 if analysis.mode in ("RGB", "RGBA") else 1
+    a = analysis.pixels[:, :, :n].astype(np.float64)
+    b = np.asarray(decoded, dtype=np.float64).reshape(*a.shape[:2], -1)[:, :, :n]
+    mse = np.mean((a - b) ** 2)
+    return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 def _encode_tile(model, y, z, z_tables, y_tables) -> TileStreams:
@@ -193,7 +329,12 @@ def decompress(data: bytes, *, progress: Progress | None = None) -> Image.Image:
     if header.has_alpha:
         channels.append(_alpha_plane(c.alpha, header.width, header.height))
     pixels = np.dstack(channels) if len(channels) > 1 or channels[0].ndim == 3 else channels[0]
-    return Image.fromarray(pixels, header.mode)
+    image = Image.fromarray(pixels, header.mode)
+    if header.icc:
+        image.info["icc_profile"] = header.icc
+    if header.exif:
+        image.info["exif"] = header.exif
+    return image
 
 
 @contextmanager

@@ -2,13 +2,18 @@
 
 Every field is checked against its limits before anything is allocated from it, and every problem
 raises `FormatError` with a message saying what is wrong.
+
+Layout: fixed header, ICC profile, EXIF, then per tile the z and y streams, the alpha plane for
+modes with alpha, and a CRC-32 of everything before it.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from .errors import FormatError
 
@@ -21,9 +26,9 @@ MAX_PIXELS = 1 << 28
 MAX_TILE = 4096
 QUALITY_SCALE = 1000  # quality is stored in thousandths
 QUALITY_MIN, QUALITY_MAX = 1.0, 8.0
+MAX_METADATA = 1 << 24  # bytes of ICC profile, and of EXIF, at most
 
 _HEADER = struct.Struct(">4sBB8sIIHH")  # magic, version, mode, model id, width, height, quality, tile
-HEADER_SIZE = _HEADER.size
 _LENGTH = struct.Struct(">I")
 _CRC = struct.Struct(">I")
 
@@ -38,6 +43,8 @@ class Header:
     height: int
     quality: float
     tile: int  # tile side in pixels, a multiple of TILE_ALIGN
+    icc: bytes = b""  # ICC profile, as found in the source image (empty: none)
+    exif: bytes = b""  # EXIF block as Pillow reads and writes it (empty: none); orientation not applied
 
     @property
     def tiles_x(self) -> int:
@@ -87,6 +94,8 @@ def _check_header(h: Header) -> None:
         raise FormatError(f"quality {h.quality} is outside [{QUALITY_MIN:g}, {QUALITY_MAX:g}]")
     if h.tile % TILE_ALIGN or not TILE_ALIGN <= h.tile <= MAX_TILE:
         raise FormatError(f"tile size {h.tile} is not a multiple of {TILE_ALIGN} in [{TILE_ALIGN}, {MAX_TILE}]")
+    if len(h.icc) > MAX_METADATA or len(h.exif) > MAX_METADATA:
+        raise FormatError(f"ICC profile or EXIF larger than {MAX_METADATA} bytes")
 
 
 def build(c: Container) -> bytes:
@@ -98,7 +107,8 @@ def build(c: Container) -> bytes:
     if (c.alpha is not None) != h.has_alpha:
         raise ValueError(f"mode {h.mode} {'needs' if h.has_alpha else 'has no'} alpha plane")
     parts = [_HEADER.pack(MAGIC, VERSION, MODES.index(h.mode), h.model_id, h.width, h.height,
-                          quantize_quality(h.quality), h.tile)]
+                          quantize_quality(h.quality), h.tile),
+             _LENGTH.pack(len(h.icc)), h.icc, _LENGTH.pack(len(h.exif)), h.exif]
     for t in c.tiles:
         parts += [_LENGTH.pack(len(t.z)), t.z, _LENGTH.pack(len(t.y)), t.y]
     if c.alpha is not None:
@@ -107,8 +117,9 @@ def build(c: Container) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def parse_header(data: bytes) -> Header:
-    """Read and check the fixed header only (what `aecodec info` and Image.open need)."""
+def read_header(fp: BinaryIO) -> Header:
+    """Read and check the head of a file: fixed fields, ICC profile, EXIF (what Image.open needs)."""
+    data = fp.read(_HEADER.size)
     if len(data) < 4 or data[:4] != MAGIC:
         raise FormatError("not an .aec file (wrong magic bytes)")
     if len(data) < _HEADER.size:
@@ -120,21 +131,36 @@ def parse_header(data: bytes) -> Header:
                           f"this decoder reads version {VERSION}")
     if mode >= len(MODES):
         raise FormatError(f"unknown image mode code {mode}")
-    header = Header(MODES[mode], model_id, width, height, quality / QUALITY_SCALE, tile)
+    header = Header(MODES[mode], model_id, width, height, quality / QUALITY_SCALE, tile,
+                    _read_metadata(fp, "ICC profile"), _read_metadata(fp, "EXIF"))
     _check_header(header)
     return header
 
 
+def _read_metadata(fp: BinaryIO, what: str) -> bytes:
+    raw = fp.read(_LENGTH.size)
+    if len(raw) < _LENGTH.size:
+        raise FormatError(f"truncated .aec file: the {what} length is missing")
+    (n,) = _LENGTH.unpack(raw)
+    if n > MAX_METADATA:
+        raise FormatError(f"corrupt .aec file: {what} of {n} bytes exceeds the limit of {MAX_METADATA}")
+    data = fp.read(n)
+    if len(data) < n:
+        raise FormatError(f"truncated .aec file: the {what} is cut short")
+    return data
+
+
 def parse(data: bytes) -> Container:
     """Parse and fully validate a .aec file: header, CRC, stream lengths, no missing or trailing bytes."""
-    header = parse_header(data)
-    if len(data) < _HEADER.size + _CRC.size:
+    head = io.BytesIO(data)
+    header = read_header(head)
+    if len(data) < head.tell() + _CRC.size:
         raise FormatError("truncated .aec file: no room for the CRC")
     body, (crc,) = data[: -_CRC.size], _CRC.unpack_from(data, len(data) - _CRC.size)
     if zlib.crc32(body) != crc:
         raise FormatError("corrupt .aec file: CRC-32 mismatch (the file was damaged or truncated)")
 
-    pos = _HEADER.size
+    pos = head.tell()
 
     def take() -> bytes:
         nonlocal pos

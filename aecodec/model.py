@@ -130,10 +130,16 @@ class GainedHyperprior(nn.Module):
 
     # --- coding-time pieces, called by the codec -------------------------------------------
 
-    def analyse(self, x: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
-        """Pixels in [0,1] (B,3,H,W), H and W multiples of 64 -> (gained y, z)."""
+    def analyse(self, x: Tensor) -> Tensor:
+        """Pixels in [0,1] (B,3,H,W), H and W multiples of 64 -> latent before the gain (B,M,H/16,W/16).
+
+        Independent of the quality, so a rate search computes it once."""
+        return self.g_a(x)
+
+    def hyper_analyse(self, y: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
+        """Latent from `analyse` -> (gained y, z) for this quality."""
         gain, _ = self.gains(quality)
-        y = self.g_a(x) * gain
+        y = y * gain
         return y, self.h_a(y)
 
     def entropy_parameters(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:

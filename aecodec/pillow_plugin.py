@@ -23,7 +23,7 @@ class AecImageFile(ImageFile.ImageFile):
     format_description = "aecodec learned image codec"
 
     def _open(self) -> None:
-        header = container.parse_header(self.fp.read(container.HEADER_SIZE))
+        header = container.read_header(self.fp)
         from .weights import expected_model_id
 
         loaded = expected_model_id()
@@ -32,6 +32,10 @@ class AecImageFile(ImageFile.ImageFile):
         self._mode = header.mode
         self._size = (header.width, header.height)
         self.info.update(quality=header.quality, model_id=header.model_id.hex())
+        if header.icc:
+            self.info["icc_profile"] = header.icc
+        if header.exif:
+            self.info["exif"] = header.exif
         self.tile = [ImageFile._Tile("aec", (0, 0) + self.size, 0, None)]
 
 
@@ -50,7 +54,8 @@ class AecDecoder(ImageFile.PyDecoder):
 def _save(im: Image.Image, fp, filename) -> None:
     from .codec import DEFAULT_QUALITY, compress
 
-    fp.write(compress(im, float(im.encoderinfo.get("quality", DEFAULT_QUALITY))))
+    fp.write(compress(im, float(im.encoderinfo.get("quality", DEFAULT_QUALITY)),
+                      icc=im.encoderinfo.get("icc_profile"), exif=im.encoderinfo.get("exif")))
 
 
 def register() -> None:

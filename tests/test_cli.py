@@ -149,3 +149,13 @@ def test_batch_output_name_clash_is_refused(tmp_path):
         Image.fromarray(synthetic_image(8, 8)).save(tmp_path / d / "x.png")
     r = run("compress", tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", "-o", tmp_path / "out")
     assert r.exit_code == 1 and "would both be written" in r.output
+
+
+def test_rate_control_options(png, tmp_path):
+    r = run("compress", png, "-o", tmp_path / "s.aec", "--size", "3KB")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "s.aec").stat().st_size <= 3000 and "encodes" in r.output
+    assert run("compress", png, "--size", "12 parsecs").exit_code == 2
+    assert run("compress", png, "--bpp", "1", "--psnr", "30").exit_code == 2
+    r = run("compress", png, "-o", tmp_path / "t.aec", "--size", "100B")
+    assert r.exit_code == 1 and "cannot fit" in r.output and not (tmp_path / "t.aec").exists()

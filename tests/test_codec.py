@@ -131,3 +131,29 @@ def test_bad_images_are_refused(bad, message):
 def test_quality_out_of_range(photo, quality):
     with pytest.raises(AecError, match="quality"):
         aecodec.compress(photo, quality=quality)
+
+
+def test_rate_control_reaches_each_kind_of_target(photo):
+    free = len(aecodec.compress(photo, quality=5)) * 8 / (photo.shape[0] * photo.shape[1])
+    r = aecodec.compress_to(photo, bpp=free)
+    assert abs(r.bpp / free - 1) < 0.02 and 2 <= r.encodes <= 12
+    assert len(r.data) * 8 / (photo.shape[0] * photo.shape[1]) == r.bpp
+
+    limit = len(aecodec.compress(photo, quality=3.3))
+    s = aecodec.compress_to(photo, size=limit)
+    assert len(s.data) <= limit and len(s.data) > 0.95 * limit
+
+    p = aecodec.compress_to(photo, psnr=30.0)
+    assert p.psnr >= 30.0
+    assert psnr(photo, np.asarray(aecodec.decompress(p.data))) == pytest.approx(p.psnr)
+    lower = aecodec.compress_to(photo, psnr=p.psnr - 1.0)
+    assert len(lower.data) < len(p.data)
+
+
+def test_rate_control_errors(photo):
+    with pytest.raises(AecError, match="cannot fit"):
+        aecodec.compress_to(photo, size=10)
+    with pytest.raises(AecError, match="exactly one"):
+        aecodec.compress_to(photo, bpp=1.0, psnr=30)
+    unreachable = aecodec.compress_to(photo, bpp=100.0)
+    assert unreachable.quality == 8.0

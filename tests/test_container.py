@@ -29,6 +29,19 @@ def test_round_trip():
     assert c.alpha is None
 
 
+def test_metadata_round_trip_and_limits():
+    header = Header("RGB", b"\x01" * 8, 10, 10, 2.0, 64, icc=b"icc" * 100, exif=b"Exif\x00\x00MM")
+    data = make(header)
+    assert container.parse(data).header == header
+    import io
+
+    assert container.read_header(io.BytesIO(data)).icc == b"icc" * 100
+    body = bytearray(data[:-4])
+    body[container._HEADER.size : container._HEADER.size + 4] = struct.pack(">I", container.MAX_METADATA + 1)
+    with pytest.raises(FormatError, match="ICC profile .* exceeds"):
+        container.parse(recrc(bytes(body)))
+
+
 def test_alpha_plane_round_trip():
     header = Header("RGBA", b"\x02" * 8, 10, 10, 1.0, 64)
     assert container.parse(make(header, b"alpha!")).alpha == b"alpha!"
@@ -96,7 +109,8 @@ def test_huge_dimensions_are_refused_before_allocation():
 
 def test_stream_length_past_the_end():
     body = bytearray(make()[:-4])
-    body[container._HEADER.size : container._HEADER.size + 4] = struct.pack(">I", 1 << 31)
+    first_stream = container._HEADER.size + 8  # after the (empty) ICC and EXIF lengths
+    body[first_stream : first_stream + 4] = struct.pack(">I", 1 << 31)
     with pytest.raises(FormatError, match="past the end"):
         container.parse(recrc(bytes(body)))
 

@@ -56,3 +56,39 @@ def test_other_formats_are_not_claimed(tmp_path):
     Image.fromarray(synthetic_image(8, 8)).save(path)
     with Image.open(path) as im:
         assert im.format == "PNG"
+
+
+def test_icc_and_exif_are_carried(tmp_path):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW to display
+    exif[0x010F] = "aecodec test camera"
+    img = Image.fromarray(synthetic_image(24, 40))
+    path = tmp_path / "m.aec"
+    img.save(path, icc_profile=icc, exif=exif.tobytes())
+    with Image.open(path) as im:
+        assert im.info["icc_profile"] == icc
+        assert im.getexif()[0x0112] == 6 and im.getexif()[0x010F] == "aecodec test camera"
+        assert im.size == (40, 24)  # like Pillow, the orientation is kept, not applied
+
+    decoded = aecodec.decompress(aecodec.compress(Image.open(path)))
+    assert decoded.info["icc_profile"] == icc and decoded.getexif()[0x0112] == 6
+
+
+def test_cli_restores_metadata_in_png(tmp_path):
+    from click.testing import CliRunner
+
+    from aecodec.cli import main
+
+    src = tmp_path / "src.png"
+    exif = Image.Exif()
+    exif[0x010F] = "maker"
+    Image.fromarray(synthetic_image(16, 16)).save(src, icc_profile=b"\x00" * 128, exif=exif.tobytes())
+    runner = CliRunner()
+    assert runner.invoke(main, ["compress", str(src)]).exit_code == 0
+    out = tmp_path / "out.png"
+    assert runner.invoke(main, ["decompress", str(src.with_suffix(".aec")), "-o", str(out)]).exit_code == 0
+    with Image.open(out) as im:
+        assert im.info["icc_profile"] == b"\x00" * 128 and im.getexif()[0x010F] == "maker"
