@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("image_dir", type=Path)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--qualities", type=lambda v: [int(q) for q in v.split(",")], default=list(range(1, 9)))
     args = ap.parse_args(argv)
 
     sources = sorted(args.image_dir.glob("*.png"))
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     cli = [sys.executable, "-m", "aecodec.cli"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for q in range(1, 9):
+        for q in args.qualities:
             coded, decoded = Path(tmp) / f"q{q}", Path(tmp) / f"d{q}"
             subprocess.run(cli + ["compress", *map(str, sources), "-o", str(coded), "-q", str(q), "-j", str(args.jobs)], check=True)
             subprocess.run(cli + ["decompress", *map(str, sorted(coded.glob("*.aec"))), "-o", str(decoded), "-j", str(args.jobs)], check=True)
