@@ -74,14 +74,22 @@ def _version_text() -> str:
         v = version("aecodec")
     except PackageNotFoundError:
         v = "(not installed)"
+    lines = [f"aecodec {v}, .aec format version {container.VERSION}"]
     from .weights import WeightsError, find_weights
 
     try:
         w = find_weights()
-        model = f"model {w.manifest['name']} {w.model_id.hex()} ({w.manifest.get('steps')} training steps)"
     except WeightsError as e:
-        model = f"no model: {e}"
-    return f"aecodec {v}, .aec format version {container.VERSION}, {model}"
+        return "\n".join(lines + [f"model: none ({e})"])
+    m = w.manifest
+    kodak = m.get("kodak", {})
+    lines += [f"model {m.get('name')} {w.model_id.hex()}: {m.get('architecture', m['config'].get('arch'))}",
+              f"  weights {w.path} (sha256 {m['sha256']}, verified)",
+              f"  training: {m.get('steps')} steps, {m.get('train_seconds')} s",
+              f"  data: {m.get('data', {}).get('sources_and_licences', 'see the manifest')}"]
+    if kodak:
+        lines.append(f"  Kodak: BD-rate {kodak['bd_rate_vs_jpeg2000']:+.1f}% against JPEG 2000 ({kodak.get('images')} images)")
+    return "\n".join(lines)
 
 
 def _print_version(ctx: click.Context, _param, value: bool) -> None:
@@ -318,6 +326,20 @@ def decompress(sources: tuple[Path, ...], out: Path | None, force: bool, workers
     """Decompress .aec files into images."""
     jobs = _plan(sources, out, ".png")
     _run(jobs, functools.partial(_decompress_job, force=force), workers, as_json, "decompressing")
+
+
+@main.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Rate-distortion benchmark against classical codecs, and its report (from a source checkout)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "run.py").is_file():
+        raise click.ClickException("aecodec bench runs from a source checkout (its benchmarks/ folder); "
+                                   "install with pip install -e '.[bench]'")
+    sys.path.insert(0, str(root))
+    from benchmarks import run
+
+    run.main(list(args))
 
 
 @main.command()
