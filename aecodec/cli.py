@@ -11,7 +11,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import click
 
 from . import container
 from .errors import AecError
+from .files import atomic_write
 
 _FORMATS_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                       ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".pgm": "PPM", ".pnm": "PPM"}
@@ -29,25 +29,6 @@ _FORMATS_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "
 # What each output format can carry of the ICC profile and EXIF that an .aec file holds.
 _METADATA_BY_FORMAT = {"PNG": ("icc_profile", "exif"), "JPEG": ("icc_profile", "exif"),
                        "WEBP": ("icc_profile", "exif"), "TIFF": ("icc_profile",)}
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder and rename it over `path` only on success."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _progress_bar(label: str):
@@ -376,7 +357,7 @@ def _read(path: Path) -> bytes:
 
 def _write(path: Path, write: Callable[[Path], None]) -> None:
     try:
-        _atomic_write(path, write)
+        atomic_write(path, write)
     except OSError as e:
         raise JobError(f"cannot write {path}: {e.strerror or e}") from None
 

@@ -21,7 +21,7 @@ from .container import TILE_ALIGN, Container, Header, TileStreams
 from .errors import AecError, FormatError, ModelMismatchError
 
 DEFAULT_QUALITY = 4.0
-DEFAULT_TILE = 1024  # pixels a side; bounds memory (about 1 GB peak at this size)
+DEFAULT_TILE = 1024  # pixels a side; bounds memory (decoding a full tile peaks at 1.9 GB RSS, libraries included)
 
 Progress = Callable[[int, int], None]  # (tiles done, tiles in all)
 

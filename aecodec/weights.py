@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from .files import atomic_write
 
 DEFAULT_NAME = "aecodec-mshp-v1"
 MODEL_ID_BYTES = 8
@@ -116,7 +117,7 @@ def save_weights(model, path: Path, info: dict[str, Any]) -> dict[str, Any]:
     model.build_tables()
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"config": model.config.to_json()}))
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"config": model.config.to_json()}))
     sha = sha256_file(path)
     manifest = {
         "name": path.stem,
@@ -127,7 +128,7 @@ def save_weights(model, path: Path, info: dict[str, Any]) -> dict[str, Any]:
         "parameters": sum(p.numel() for p in model.parameters()),
         **info,
     }
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"))
+    atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
     return manifest
 
 
@@ -137,16 +138,4 @@ def update_manifest(weights: Weights, fields: dict[str, Any]) -> None:
         raise ValueError("the identity fields of a manifest are written only by save_weights")
     manifest = {**weights.manifest, **fields}
     path = weights.path.with_suffix(".json")
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"))
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))

@@ -28,6 +28,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aecodec.model import GainedHyperprior, ModelConfig  # noqa: E402
+from aecodec.files import atomic_write  # noqa: E402
 from aecodec.weights import find_weights, load_model, save_weights  # noqa: E402
 from prepare_data import image_files, is_validation  # noqa: E402
 
@@ -162,7 +163,14 @@ if args.ckpt.exists() and not args.init:
     gen.set_state(ckpt["gen"].cpu())
     torch.set_rng_state(ckpt["rng"].cpu())
     log(f"resumed from {args.ckpt} at step {step} ({elapsed / 3600:.2f} h trained)")
-train_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if ddp else model
+if ddp:
+    # The quantiles are fitted by the auxiliary loss alone, outside DDP's forward: each rank computes the
+    # same aux gradient from the same synchronised parameters, so DDP must leave them out.
+    DDP = torch.nn.parallel.DistributedDataParallel
+    DDP._set_params_and_buffers_to_ignore_for_model(model, ["entropy_bottleneck.quantiles"])
+    train_model = DDP(model)
+else:
+    train_model = model
 
 
 def learning_rate(progress: float) -> float:
@@ -187,9 +195,7 @@ def save_checkpoint() -> None:
         "aux_optimizer": aux_optimizer.state_dict(), "step": step, "elapsed": elapsed,
         "history": history, "gen": gen.get_state(), "rng": torch.get_rng_state(), "args": vars(args),
     }
-    tmp = args.ckpt.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, args.ckpt)
+    atomic_write(args.ckpt, lambda tmp: torch.save(state, tmp))
 
 
 def rd_terms(x: torch.Tensor, out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
