@@ -126,13 +126,6 @@ def _jpeg_version() -> str:
     return f"Pillow {PIL.__version__}, libjpeg-turbo {features.version_feature('libjpeg_turbo')}"
 
 
-# JPEG 2000 -- the same call as benchmarks/jpeg2000.encode_decode, split so that encode and decode
-# can be timed apart (tests/test_classical.py checks that both give the same bytes and pixels).
-def _j2k_encode(img: np.ndarray, bpp: float) -> bytes:
-    return _pil_encode(img, "JPEG2000", irreversible=True, mct=1, quality_mode="rates",
-                       quality_layers=[24.0 / bpp])
-
-
 # WebP -- lossy (VP8, always 4:2:0), method 6 = most exhaustive search.
 def _webp_encode(img: np.ndarray, quality: float) -> bytes:
     return _pil_encode(img, "WEBP", quality=quality, method=6, lossless=False)
@@ -238,7 +231,7 @@ for _name, _subsampling, _label in (("jpeg-420", 2, "4:2:0"), ("jpeg-444", 0, "4
          "sweep": "quality"},
         _jpeg_version))
 register(Codec(
-    "jpeg2000", _j2k_encode, lambda d: _pil_decode(d, "JPEG2000"),
+    "jpeg2000", jpeg2000.encode, lambda d: _pil_decode(d, "JPEG2000"),
     (0.1, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5), "target_bpp",
     {"library": "Pillow JPEG2000 (OpenJPEG) via benchmarks/jpeg2000.py", **jpeg2000.SETTINGS,
      "sweep": "target bpp (quality_layers = [24 / target_bpp])"},

@@ -13,14 +13,19 @@ BPP_TARGETS = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0)
 SETTINGS = {"irreversible": True, "mct": 1, "quality_mode": "rates", "quality_layers": "[24 / target_bpp]"}
 
 
-def encode_decode(img: np.ndarray, bpp: float) -> tuple[int, np.ndarray]:
-    """Encode an HxWx3 uint8 image at `bpp` with JPEG 2000 (9/7 + colour transform); return (bytes, decoded)."""
+def encode(img: np.ndarray, bpp: float) -> bytes:
+    """Encode an HxWx3 uint8 image at `bpp` with JPEG 2000 (9/7 wavelet + colour transform, rates mode)."""
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError("expected an HxWx3 uint8 RGB array")
     buf = io.BytesIO()
     Image.fromarray(img, "RGB").save(buf, format="JPEG2000", irreversible=True, mct=1,
                                      quality_mode="rates", quality_layers=[24.0 / bpp])
-    data = buf.getvalue()
+    return buf.getvalue()
+
+
+def encode_decode(img: np.ndarray, bpp: float) -> tuple[int, np.ndarray]:
+    """Encode at `bpp` and decode; return (bytes, decoded HxWx3 uint8)."""
+    data = encode(img, bpp)
     with Image.open(io.BytesIO(data)) as im:
         dec = np.asarray(im.convert("RGB"))
     return len(data), dec
