@@ -1,7 +1,12 @@
 """Image <-> .aec bytes: modes, padding, tiles, quality; the public `compress` and `decompress`.
 
-Pixels -> (per tile) padded float tensor -> latent y and hyper-latent z (model) -> integer symbols
-and table indexes -> bytes (entropy) -> file (container), and back.
+Pixels -> latent y (analysis, in overlapping windows) -> per tile: hyper-latent z, integer symbols
+and table indexes (model) -> bytes (entropy) -> file (container), and back.
+
+Two grids cut the image. Coding tiles (the header's `tile`) are coded independently: each has its
+own z and y streams. Windows bound the memory of the transforms: g_a and g_s run on WINDOW pixels a
+side plus MARGIN pixels of the neighbouring image around them, of which only the middle is kept, so
+that neither grid leaves a seam in the pixels.
 """
 
 from __future__ import annotations
@@ -21,9 +26,13 @@ from .container import TILE_ALIGN, Container, Header, TileStreams
 from .errors import AecError, FormatError, ModelMismatchError
 
 DEFAULT_QUALITY = 4.0
-DEFAULT_TILE = 1024  # pixels a side; bounds memory (decoding a full tile peaks at 1.9 GB RSS, libraries included)
+DEFAULT_TILE = 1024  # pixels a side of a coding tile
+WINDOW = 512  # pixels a side of the part of each transform window that is kept (format version 2)
+MARGIN = 64  # pixels of context on each side of a window (format version 2)
+STRIDE = 16  # pixels per latent element
 
-Progress = Callable[[int, int], None]  # (tiles done, tiles in all)
+Progress = Callable[[int, int], None]  # (steps done, steps in all): windows and tiles
+Box = tuple[int, int, int, int]  # top, left, bottom, right, in latent elements
 
 
 def _coding_model():
@@ -78,23 +87,51 @@ def _check_size(width: int, height: int) -> None:
                        f"({container.MAX_SIDE} a side, {container.MAX_PIXELS} pixels)")
 
 
-def _tile_boxes(header: Header):
-    """(left, top, right, bottom) of each tile, row-major."""
-    for ty in range(header.tiles_y):
-        for tx in range(header.tiles_x):
-            left, top = tx * header.tile, ty * header.tile
-            yield left, top, min(left + header.tile, header.width), min(top + header.tile, header.height)
+def _latent_size(width: int, height: int) -> tuple[int, int]:
+    """(rows, columns) of the latent: the image replicate-padded to multiples of 64, over 16."""
+    return -(-height // TILE_ALIGN) * (TILE_ALIGN // STRIDE), -(-width // TILE_ALIGN) * (TILE_ALIGN // STRIDE)
 
 
-def _pad(x, multiple: int = TILE_ALIGN):
-    """Replicate-pad a (1,3,h,w) tensor to multiples of the stride; edges cost fewer bits than zeros."""
-    import torch.nn.functional as F
+def _boxes(rows: int, cols: int, side: int) -> list[Box]:
+    """A grid of boxes `side` latent elements a side over a rows x cols latent, row-major."""
+    return [(top, left, min(top + side, rows), min(left + side, cols))
+            for top in range(0, rows, side) for left in range(0, cols, side)]
 
-    h, w = x.shape[2:]
-    ph, pw = -h % multiple, -w % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    return x
+
+def _windows(rows: int, cols: int, side: int, margin: int) -> list[tuple[Box, Box]]:
+    """(kept box, window box) pairs: each kept box with `margin` elements around it, within the latent."""
+    return [(box, (max(box[0] - margin, 0), max(box[1] - margin, 0), min(box[2] + margin, rows),
+                   min(box[3] + margin, cols))) for box in _boxes(rows, cols, side)]
+
+
+def _slices(box: Box, within: Box | None = None, scale: int = 1) -> tuple[slice, slice]:
+    """Row and column slices of `box` (relative to `within`'s corner), times `scale`."""
+    top, left = (within[0], within[1]) if within else (0, 0)
+    return (slice((box[0] - top) * scale, (box[2] - top) * scale),
+            slice((box[1] - left) * scale, (box[3] - left) * scale))
+
+
+def _window_pixels(colour: np.ndarray, box: Box):
+    """The pixels under a latent box as a (1,3,h,w) float tensor in [0,1]; beyond the image, its
+    edge pixels repeat (edges cost fewer bits than zeros)."""
+    import torch
+
+    height, width = colour.shape[:2]
+    rows = np.minimum(np.arange(box[0] * STRIDE, box[2] * STRIDE), height - 1)
+    cols = np.minimum(np.arange(box[1] * STRIDE, box[3] * STRIDE), width - 1)
+    return torch.from_numpy(colour[rows][:, cols]).permute(2, 0, 1)[None].float().div_(255)
+
+
+class _Steps:
+    """Counts the steps of one call for a `Progress` callback."""
+
+    def __init__(self, progress: Progress | None, total: int):
+        self.progress, self.total, self.done = progress, total, 0
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.progress:
+            self.progress(self.done, self.total)
 
 
 @dataclass(frozen=True)
@@ -103,7 +140,7 @@ class _Analysis:
 
     pixels: np.ndarray  # HxWxC uint8
     mode: str
-    latents: tuple  # g_a output of each tile, before the gain
+    latent: object  # g_a output (1, M, rows, cols), before the gain
     icc: bytes
     exif: bytes
 
@@ -128,15 +165,16 @@ def _analyse(image, tile: int, progress: Progress | None, icc: bytes | None, exi
         raise AecError(f"tile must be a multiple of {TILE_ALIGN} in [{TILE_ALIGN}, {container.MAX_TILE}], got {tile}")
     _, model = _coding_model()
     colour = pixels[:, :, :3] if mode in ("RGB", "RGBA") else np.repeat(pixels[:, :, :1], 3, axis=2)
-    boxes = list(_tile_boxes(Header(mode, bytes(8), width, height, DEFAULT_QUALITY, tile)))
-    latents = []
+    rows, cols = _latent_size(width, height)
+    latent = torch.empty(1, model.config.M, rows, cols)
+    windows = _windows(rows, cols, WINDOW // STRIDE, MARGIN // STRIDE)
+    steps = _Steps(progress, len(windows))
     with torch.inference_mode():  # oneDNN here: 3x faster, and the decoder does not depend on it
-        for i, (left, top, right, bottom) in enumerate(boxes):
-            x = torch.from_numpy(colour[top:bottom, left:right].copy()).permute(2, 0, 1)[None]
-            latents.append(model.analyse(_pad(x.float() / 255)))
-            if progress:
-                progress(i + 1, len(boxes))
-    return _Analysis(pixels, mode, tuple(latents), bytes(icc), bytes(exif))
+        for keep, window in windows:
+            y = model.analyse(_window_pixels(colour, window))
+            latent[(..., *_slices(keep))] = y[(..., *_slices(keep, window))]
+            steps.advance()
+    return _Analysis(pixels, mode, latent, bytes(icc), bytes(exif))
 
 
 def _encode(analysis: _Analysis, quality: float, tile: int) -> bytes:
@@ -153,8 +191,11 @@ def _encode(analysis: _Analysis, quality: float, tile: int) -> bytes:
                     analysis.icc, analysis.exif)
     z_tables, y_tables = _tables(model)
     q = torch.tensor([header.quality])
+    rows, cols = analysis.latent.shape[2:]
     with torch.inference_mode():
-        tiles = tuple(_encode_tile(model, *model.hyper_analyse(y, q), z_tables, y_tables) for y in analysis.latents)
+        tiles = tuple(_encode_tile(model, *model.hyper_analyse(analysis.latent[(..., *_slices(box))], q),
+                                   z_tables, y_tables)
+                      for box in _boxes(rows, cols, tile // STRIDE))
     alpha = zlib.compress(np.ascontiguousarray(analysis.pixels[:, :, -1]).tobytes(), 9) if header.has_alpha else None
     return container.build(Container(header, tiles, alpha))
 
@@ -166,8 +207,8 @@ def compress(image, quality: float = DEFAULT_QUALITY, *, tile: int = DEFAULT_TIL
     Args:
         image: a PIL image (any mode; 16-bit is converted with a warning) or an HxW / HxWxC uint8 array.
         quality: any real number in [1, 8]; higher is better quality and more bytes.
-        tile: tile side in pixels (a multiple of 64); tiles are coded independently to bound memory.
-        progress: called with (tiles done, tiles in all) after each tile is analysed.
+        tile: coding tile side in pixels (a multiple of 64 up to 1024); tiles are coded independently.
+        progress: called with (steps done, steps in all) after each window is analysed.
         icc, exif: metadata to store; None takes the image's own (`info["icc_profile"]`, `info["exif"]`),
             b"" stores none. EXIF is kept as is: its orientation is not applied to the pixels.
     """
@@ -272,19 +313,13 @@ def _psnr(analysis: _Analysis, decoded: Image.Image) -> float:
 def _encode_tile(model, y, z, z_tables, y_tables) -> TileStreams:
     import torch
 
-    medians = _z_medians(model)
-    z_values = torch.round(z - medians).long()
-    z_hat = z_values + medians
-    scales, means = model.entropy_parameters(z_hat)
+    z_values = torch.round(z - model.z_medians()).long()
+    scales, means = model.exact_entropy_parameters(z_values)
     y_values = torch.round(y.double() - means).long()
     return TileStreams(
         entropy.encode(z_values.numpy(), _z_indexes(z.shape), z_tables),
         entropy.encode(y_values.numpy(), model.gaussian_conditional.build_indexes(scales).numpy(), y_tables),
     )
-
-
-def _z_medians(model):
-    return model.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
 
 
 def _z_indexes(shape) -> np.ndarray:
@@ -302,25 +337,35 @@ def decompress(data: bytes, *, progress: Progress | None = None) -> Image.Image:
     if header.model_id != weights.model_id:
         raise ModelMismatchError(header.model_id, weights.model_id)
     z_tables, y_tables = _tables(model)
-    medians = _z_medians(model)
     N, M = model.config.N, model.config.M
     q = torch.tensor([header.quality])
+    rows, cols = _latent_size(header.width, header.height)
+    tiles = _boxes(rows, cols, header.tile // STRIDE)
+    if header.version == 1:  # float64 h_s; each coding tile synthesised alone
+        windows = [(box, box) for box in tiles]
+    else:
+        windows = _windows(rows, cols, WINDOW // STRIDE, MARGIN // STRIDE)
+    steps = _Steps(progress, len(tiles) + len(windows))
+    y_hat = torch.empty(1, M, rows, cols)
     colour = np.empty((header.height, header.width, 3), dtype=np.uint8)
-    boxes = list(_tile_boxes(header))
     with torch.inference_mode(), _native_kernels():
-        for i, ((left, top, right, bottom), streams) in enumerate(zip(boxes, c.tiles)):
-            zh, zw = -(-(bottom - top) // TILE_ALIGN), -(-(right - left) // TILE_ALIGN)
-            z_shape = (1, N, zh, zw)
-            z_values = entropy.decode(streams.z, _z_indexes(z_shape), z_tables)
-            z_hat = torch.from_numpy(z_values).reshape(z_shape) + medians
-            scales, means = model.entropy_parameters(z_hat)
+        for box, streams in zip(tiles, c.tiles):
+            z_shape = (1, N, (box[2] - box[0]) // 4, (box[3] - box[1]) // 4)
+            z_values = torch.from_numpy(entropy.decode(streams.z, _z_indexes(z_shape), z_tables)).reshape(z_shape)
+            if header.version == 1:
+                scales, means = model.entropy_parameters(z_values + model.z_medians())
+            else:
+                scales, means = model.exact_entropy_parameters(z_values)
             indexes = model.gaussian_conditional.build_indexes(scales).numpy()
             y_values = entropy.decode(streams.y, indexes, y_tables)
-            y_hat = torch.from_numpy(y_values).reshape(1, M, 4 * zh, 4 * zw) + means
-            x_hat = model.synthesise(y_hat, q)[0, :, : bottom - top, : right - left]
-            colour[top:bottom, left:right] = (x_hat * 255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
-            if progress:
-                progress(i + 1, len(boxes))
+            y_hat[(..., *_slices(box))] = torch.from_numpy(y_values).reshape(means.shape) + means
+            steps.advance()
+        for keep, window in windows:
+            x_hat = model.synthesise(y_hat[(..., *_slices(window))], q)[0][(..., *_slices(keep, window, STRIDE))]
+            top, left = keep[0] * STRIDE, keep[1] * STRIDE
+            part = colour[top : top + x_hat.shape[1], left : left + x_hat.shape[2]]  # cut to the image
+            part[...] = (x_hat[:, : part.shape[0], : part.shape[1]] * 255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
+            steps.advance()
     if header.mode in ("L", "LA"):
         grey = np.round(colour.astype(np.float32).mean(axis=2)).astype(np.uint8)
         channels = [grey]

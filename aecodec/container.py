@@ -18,12 +18,13 @@ from typing import BinaryIO
 from .errors import FormatError
 
 MAGIC = b"\x89AEC"
-VERSION = 1
+VERSION = 2  # what this encoder writes
+READABLE = (1, 2)  # what this decoder reads: 1 has a float h_s and no window overlap
 MODES = ("L", "LA", "RGB", "RGBA")
 TILE_ALIGN = 64  # the transforms' total stride: z is 1/64 of the image on each side
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 28
-MAX_TILE = 1024  # bounds the decoder's memory: 1.9 GB peak RSS for a full tile, libraries included
+MAX_TILE = 1024  # bounds the memory of one tile's hyper-synthesis and entropy coding
 QUALITY_SCALE = 1000  # quality is stored in thousandths
 QUALITY_MIN, QUALITY_MAX = 1.0, 8.0
 MAX_METADATA = 1 << 24  # bytes of ICC profile, and of EXIF, at most
@@ -45,6 +46,7 @@ class Header:
     tile: int  # tile side in pixels, a multiple of TILE_ALIGN
     icc: bytes = b""  # ICC profile, as found in the source image (empty: none)
     exif: bytes = b""  # EXIF block as Pillow reads and writes it (empty: none); orientation not applied
+    version: int = VERSION
 
     @property
     def tiles_x(self) -> int:
@@ -84,6 +86,8 @@ def quantize_quality(quality: float) -> int:
 
 
 def _check_header(h: Header) -> None:
+    if h.version not in READABLE:
+        raise FormatError(f"unknown format version {h.version}")
     if h.mode not in MODES:
         raise FormatError(f"unknown image mode {h.mode!r}")
     if len(h.model_id) != 8:
@@ -106,7 +110,7 @@ def build(c: Container) -> bytes:
         raise ValueError(f"expected {h.tiles_x * h.tiles_y} tiles, got {len(c.tiles)}")
     if (c.alpha is not None) != h.has_alpha:
         raise ValueError(f"mode {h.mode} {'needs' if h.has_alpha else 'has no'} alpha plane")
-    parts = [_HEADER.pack(MAGIC, VERSION, MODES.index(h.mode), h.model_id, h.width, h.height,
+    parts = [_HEADER.pack(MAGIC, h.version, MODES.index(h.mode), h.model_id, h.width, h.height,
                           quantize_quality(h.quality), h.tile),
              _LENGTH.pack(len(h.icc)), h.icc, _LENGTH.pack(len(h.exif)), h.exif]
     for t in c.tiles:
@@ -125,14 +129,14 @@ def read_header(fp: BinaryIO) -> Header:
     if len(data) < _HEADER.size:
         raise FormatError(f"truncated .aec file: {len(data)} bytes, the header alone is {_HEADER.size}")
     magic, version, mode, model_id, width, height, quality, tile = _HEADER.unpack_from(data)
-    if version != VERSION:
+    if version not in READABLE:
         newer = "a newer" if version > VERSION else "an unknown"
         raise FormatError(f"this .aec file is format version {version}, made by {newer} aecodec; "
-                          f"this decoder reads version {VERSION}")
+                          f"this decoder reads versions {', '.join(map(str, READABLE))}")
     if mode >= len(MODES):
         raise FormatError(f"unknown image mode code {mode}")
     header = Header(MODES[mode], model_id, width, height, quality / QUALITY_SCALE, tile,
-                    _read_metadata(fp, "ICC profile"), _read_metadata(fp, "EXIF"))
+                    _read_metadata(fp, "ICC profile"), _read_metadata(fp, "EXIF"), version)
     _check_header(header)
     return header
 

@@ -99,8 +99,8 @@ def decode(data: bytes, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
             escaped.append(positions[symbols == escape])
         for pos in np.concatenate(escaped) if escaped else ():
             values[pos] = _decode_escape(coder)
-    except (RuntimeError, ValueError, OverflowError) as e:
-        raise FormatError(f"corrupt entropy-coded stream ({e})") from None
+    except (RuntimeError, ValueError, OverflowError, AssertionError) as e:  # constriction asserts on some invalid data
+        raise FormatError(f"corrupt entropy-coded stream ({e or type(e).__name__})") from None
     return values
 
 

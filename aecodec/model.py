@@ -22,6 +22,8 @@ from compressai.models.utils import conv, deconv
 from compressai.ops import quantize_ste
 from torch import Tensor
 
+from .integer import IntegerHyperSynthesis
+
 # MSE lambdas of the 8 quality levels (loss = lambda * 255^2 * MSE + bpp).
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18)
 
@@ -143,8 +145,17 @@ class GainedHyperprior(nn.Module):
         return y, self.h_a(y)
 
     def entropy_parameters(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
-        """z_hat -> (scales, means) of y, in the dtype of h_s (float64 after `for_coding`)."""
+        """z_hat -> (scales, means) of y, in the dtype of h_s (float64 after `for_coding`): format version 1."""
         return self.h_s(z_hat.to(self.h_s[0].weight.dtype)).chunk(2, 1)
+
+    def exact_entropy_parameters(self, z_values: Tensor) -> tuple[Tensor, Tensor]:
+        """Integer z symbols `round(z - median)` -> (scales, means) of y through the integer h_s, identical
+        on every machine (float64): format version 2. Needs `for_coding`."""
+        return self.integer_h_s(z_values)
+
+    def z_medians(self) -> Tensor:
+        """The factorized prior's medians, (1, N, 1, 1): z is coded as `round(z - median)`."""
+        return self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
 
     def synthesise(self, y_hat: Tensor, quality: Tensor) -> Tensor:
         """Dequantized y -> pixels in [0,1] (clamped)."""
@@ -152,8 +163,9 @@ class GainedHyperprior(nn.Module):
         return self.g_s(y_hat.float() * inv_gain).clamp_(0, 1)
 
     def for_coding(self) -> "GainedHyperprior":
-        """Eval mode, with h_s in float64 so that encoder and decoder pick the same table indexes."""
+        """Eval mode, the integer h_s built, and the float h_s in float64 (for version 1 files)."""
         self.eval()
+        self.integer_h_s = IntegerHyperSynthesis(self.h_s, self.z_medians())
         self.h_s.double()
         return self
 

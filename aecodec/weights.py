@@ -94,13 +94,19 @@ def load_model(weights: Weights, device: str = "cpu"):
         config = ModelConfig.from_json(f.metadata()["config"])
         state = {k: f.get_tensor(k) for k in f.keys()}
     model = GainedHyperprior(config)
+    load_state(model, state)
+    return model.to(device)
+
+
+def load_state(model, state: dict) -> None:
+    """`model.load_state_dict(state)`, sizing the entropy models' table buffers to the state's first
+    (a fresh model has them empty; weights and checkpoints made after `build_tables` have them full)."""
     for name, module in model.named_modules():
         for buf in _TABLE_BUFFERS:
             key = f"{name}.{buf}"
             if key in state:
                 getattr(module, buf).resize_(state[key].shape)
     model.load_state_dict(state)
-    return model.to(device)
 
 
 @lru_cache(maxsize=4)

@@ -54,8 +54,8 @@ def test_wrong_magic():
 
 def test_newer_version_is_refused_by_name():
     data = bytearray(make()[:-4])
-    data[4] = 2
-    with pytest.raises(FormatError, match="version 2.*newer.*reads version 1"):
+    data[4] = container.VERSION + 1
+    with pytest.raises(FormatError, match=f"version {container.VERSION + 1}.*newer.*reads versions 1, 2"):
         container.parse(recrc(bytes(data)))
 
 

@@ -29,7 +29,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aecodec.model import GainedHyperprior, ModelConfig  # noqa: E402
 from aecodec.files import atomic_write  # noqa: E402
-from aecodec.weights import find_weights, load_model, save_weights  # noqa: E402
+from aecodec.weights import find_weights, load_model, load_state, save_weights  # noqa: E402
 from prepare_data import image_files, is_validation  # noqa: E402
 
 # ----------------------------------------------------------------------------- arguments
@@ -62,7 +62,7 @@ args = p.parse_args()
 def export(ckpt_path: Path, out: Path, info_path: Path | None) -> None:
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     model = GainedHyperprior(ModelConfig.from_json(ckpt["config"]))
-    model.load_state_dict(ckpt["model"])
+    load_state(model, ckpt["model"])
     info = {"steps": ckpt["step"], "train_seconds": round(ckpt["elapsed"]), "history": ckpt.get("history", [])}
     if info_path:
         info.update(json.loads(info_path.read_text()))
@@ -156,7 +156,7 @@ lambdas = torch.tensor(config.lambdas, device=device)
 
 if args.ckpt.exists() and not args.init:
     ckpt = torch.load(args.ckpt, map_location=device, weights_only=False)
-    model.load_state_dict(ckpt["model"])
+    load_state(model, ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     aux_optimizer.load_state_dict(ckpt["aux_optimizer"])
     step, elapsed, history = ckpt["step"], ckpt["elapsed"], ckpt.get("history", [])

@@ -1,0 +1,101 @@
+"""A 6000x4000 photo through the CLI: peak RSS and wall time both ways, time against pixels, seams.
+
+    python -m benchmarks.large_image ../shared/data/kodak --out large.json [--quality 4]
+
+The photo is a mosaic of the folder's images (Kodak: 768x512 each), placed with an offset so that
+no edge between them falls near a tile or window border. Each size runs `aecodec compress` and
+`aecodec decompress` under `/usr/bin/time -v` (start-up included). Seams: PSNR of the pixels within
+16 px of the coding-tile borders and of the transform-window borders, against PSNR elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from aecodec import codec
+
+BAND = 16  # pixels either side of a border
+SIZES = ((1500, 1000), (3000, 2000), (6000, 4000))
+
+
+def mosaic(paths: list[Path], width: int, height: int, offset: tuple[int, int] = (-100, -200)) -> np.ndarray:
+    """The images side by side (row-major, cycling), shifted by `offset`, cut to width x height."""
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    h, w = images[0].shape[:2]
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    i = 0
+    for top in range(offset[1], height, h):
+        for left in range(offset[0], width, w):
+            img = images[i % len(images)]
+            i += 1
+            y0, x0 = max(top, 0), max(left, 0)
+            y1, x1 = min(top + h, height), min(left + w, width)
+            out[y0:y1, x0:x1] = img[y0 - top : y1 - top, x0 - left : x1 - left]
+    return out
+
+
+def timed(cmd: list[str]) -> dict:
+    """Run under /usr/bin/time -v: wall seconds and peak RSS in MB."""
+    r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr}")
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1))
+    clock = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", r.stderr).group(1)
+    seconds = sum(float(part) * 60**i for i, part in enumerate(reversed(clock.split(":"))))
+    return {"wall_s": round(seconds, 2), "peak_rss_mb": round(rss / 1024, 1)}
+
+
+def band_mask(height: int, width: int, step: int) -> np.ndarray:
+    """Pixels within BAND of a border between cells of `step` pixels (the image's own edges excluded)."""
+    rows, cols = np.arange(height), np.arange(width)
+    near = lambda n, size: np.array([any(abs(i - b) < BAND for b in range(step, size, step)) for i in n])  # noqa: E731
+    return near(rows, height)[:, None] | near(cols, width)[None, :]
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    err = (a.astype(np.float64) - b.astype(np.float64))[mask]
+    return float(10 * np.log10(255**2 / np.mean(err**2)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("image_dir", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--quality", type=float, default=4.0)
+    args = ap.parse_args(argv)
+    paths = sorted(args.image_dir.glob("*.png"))
+    cli = [sys.executable, "-W", "ignore", "-m", "aecodec.cli"]
+    result: dict = {"quality": args.quality, "tile": codec.DEFAULT_TILE, "window": codec.WINDOW,
+                    "margin": codec.MARGIN, "band_px": BAND, "sizes": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        src, aec, dec = Path(tmp) / "photo.png", Path(tmp) / "photo.aec", Path(tmp) / "decoded.png"
+        for width, height in SIZES:
+            img = mosaic(paths, width, height)
+            Image.fromarray(img).save(src, compress_level=1)
+            enc = timed(cli + ["compress", str(src), "-o", str(aec), "-q", str(args.quality), "--force"])
+            de = timed(cli + ["decompress", str(aec), "-o", str(dec), "--force"])
+            row = {"size": f"{width}x{height}", "megapixels": width * height / 1e6,
+                   "bpp": round(aec.stat().st_size * 8 / (width * height), 4), "compress": enc, "decompress": de}
+            if (width, height) == SIZES[-1]:
+                out = np.asarray(Image.open(dec))
+                tiles, windows = band_mask(height, width, codec.DEFAULT_TILE), band_mask(height, width, codec.WINDOW)
+                row["psnr_all"] = psnr(img, out, np.ones((height, width), bool))
+                row["psnr_near_tile_borders"] = psnr(img, out, tiles)
+                row["psnr_near_window_borders"] = psnr(img, out, windows)
+                row["psnr_elsewhere"] = psnr(img, out, ~windows)
+            result["sizes"].append(row)
+            print(json.dumps(row), flush=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

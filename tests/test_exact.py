@@ -1,0 +1,132 @@
+"""Bit-exact decoding: the integer h_s, the transform windows, and files of format version 1."""
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import psnr, synthetic_image
+
+import aecodec
+from aecodec import codec, container
+from aecodec.errors import ModelMismatchError
+from aecodec.integer import IntegerHyperSynthesis
+
+V1_FILE = Path(__file__).parent / "data/v1-synthetic-80x144-q3-tile64.aec"
+# sha256 of the pixels that aecodec 0.1.0 (format version 1) decoded from V1_FILE
+V1_PIXELS_SHA256 = "71658ec12af600b51a729f6cda565d5b451b39ea4bad5352111dc7b8bd8856c0"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return codec._coding_model()[1]
+
+
+@pytest.fixture(scope="module")
+def z_values(model):
+    """Real hyper-latent symbols of an image, at two qualities (a batch of 2)."""
+    x = torch.from_numpy(synthetic_image(128, 192, seed=2)).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        y = model.analyse(x)
+        zs = [model.hyper_analyse(y, torch.tensor([q]))[1] for q in (1.0, 7.5)]
+    return torch.round(torch.cat(zs) - model.z_medians()).long()
+
+
+def test_integer_h_s_does_not_depend_on_summation_order(model, z_values):
+    """Reversing the input channels (and the weights with them) changes the order of every sum."""
+    exact = IntegerHyperSynthesis(model.h_s, model.z_medians())
+    scales, means = exact(z_values)
+    first = model.h_s[0]
+    reversed_first = torch.nn.ConvTranspose2d(first.in_channels, first.out_channels, first.kernel_size,
+                                              first.stride, first.padding, first.output_padding)
+    reversed_first.weight.data = first.weight.data.flip(0)
+    reversed_first.bias.data = first.bias.data
+    h_s = torch.nn.Sequential(reversed_first, *list(model.h_s)[1:])
+    flipped = IntegerHyperSynthesis(h_s, model.z_medians().flip(1))
+    scales2, means2 = flipped(z_values.flip(1))
+    assert torch.equal(scales, scales2) and torch.equal(means, means2)
+
+
+def test_integer_h_s_is_the_same_for_any_thread_count_and_batch(model, z_values):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = model.exact_entropy_parameters(z_values)
+        torch.set_num_threads(2)
+        two = model.exact_entropy_parameters(z_values)
+    finally:
+        torch.set_num_threads(threads)
+    alone = [model.exact_entropy_parameters(z_values[i : i + 1]) for i in range(2)]
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+    for k in range(2):
+        assert torch.equal(one[k], torch.cat([alone[0][k], alone[1][k]]))
+
+
+def test_integer_h_s_stays_close_to_the_float_network(model, z_values):
+    scales, means = model.exact_entropy_parameters(z_values)
+    float_scales, float_means = model.entropy_parameters(z_values + model.z_medians())
+    indexes = model.gaussian_conditional.build_indexes
+    assert (indexes(scales) != indexes(float_scales)).float().mean() < 0.01
+    assert (means - float_means).abs().max() < 0.05
+
+
+def test_version_1_files_decode_to_the_same_pixels():
+    data = V1_FILE.read_bytes()
+    assert data[4] == 1 and container.VERSION == 2
+    weights, _ = codec._coding_model()
+    if data[6:14] != weights.model_id:  # other weights shipped since: the file must say which it needs
+        with pytest.raises(ModelMismatchError, match=data[6:14].hex()):
+            aecodec.decompress(data)
+        return
+    pixels = np.asarray(aecodec.decompress(data))
+    assert hashlib.sha256(pixels.tobytes()).hexdigest() == V1_PIXELS_SHA256
+
+
+def test_windows_overlap_so_they_leave_no_seams(monkeypatch):
+    """Decoding in 64 px windows with a margin matches decoding in one window; without the margin it does not."""
+    img = synthetic_image(192, 256, seed=4)
+    data = aecodec.compress(img, quality=6)
+    whole = np.asarray(aecodec.decompress(data))  # one window: 192x256 < WINDOW
+    monkeypatch.setattr(codec, "WINDOW", 64)
+    windowed = np.asarray(aecodec.decompress(data))
+    monkeypatch.setattr(codec, "MARGIN", 0)
+    seamed = np.asarray(aecodec.decompress(data))
+    assert psnr(whole, windowed) > 50
+    assert psnr(whole, seamed) < psnr(whole, windowed) - 10
+    assert abs(psnr(img, windowed) - psnr(img, whole)) < 0.05
+
+
+def test_encoding_with_two_threads_and_decoding_with_one_gives_the_same_pixels(tmp_path):
+    torch.set_num_threads(2)
+    data = aecodec.compress(synthetic_image(150, 200, seed=6), quality=3.3)
+    here = np.asarray(aecodec.decompress(data))
+    src, out = tmp_path / "in.aec", tmp_path / "out.npy"
+    src.write_bytes(data)
+    code = ("import sys, torch, numpy as np, aecodec; torch.set_num_threads(1); "
+            "np.save(sys.argv[2], np.asarray(aecodec.decompress(open(sys.argv[1], 'rb').read())))")
+    subprocess.run([sys.executable, "-W", "ignore", "-c", code, str(src), str(out)], check=True)
+    assert np.array_equal(here, np.load(out))
+
+
+def test_a_batch_decodes_like_each_image_alone(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from aecodec.cli import main
+
+    names = []
+    for i, (h, w) in enumerate([(70, 90), (64, 64), (100, 40)]):
+        Image.fromarray(synthetic_image(h, w, seed=10 + i)).save(tmp_path / f"im{i}.png")
+        names.append(str(tmp_path / f"im{i}.png"))
+    runner = CliRunner()
+    assert runner.invoke(main, ["compress", *names, "-o", str(tmp_path / "batch"), "-q", "5"]).exit_code == 0
+    for i, name in enumerate(names):
+        alone = tmp_path / f"alone{i}.aec"
+        assert runner.invoke(main, ["compress", name, "-o", str(alone), "-q", "5"]).exit_code == 0
+        a = aecodec.decompress(alone.read_bytes())
+        b = aecodec.decompress((tmp_path / "batch" / f"im{i}.aec").read_bytes())
+        assert np.array_equal(np.asarray(a), np.asarray(b))
