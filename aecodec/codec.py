@@ -28,7 +28,8 @@ from .errors import AecError, FormatError, ModelMismatchError
 DEFAULT_QUALITY = 4.0
 DEFAULT_TILE = 1024  # pixels a side of a coding tile
 WINDOW = 512  # pixels a side of the part of each transform window that is kept (format version 2)
-MARGIN = 64  # pixels of context on each side of a window (format version 2)
+MARGIN = 32  # pixels of context on each side of a window (format version 2): covers the receptive
+# fields of g_a (+-30 px) and of g_s, so windows give the pixels that one window over the image gives
 STRIDE = 16  # pixels per latent element
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all): windows and tiles

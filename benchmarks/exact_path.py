@@ -1,12 +1,11 @@
 """What the exact (version 2) decoding path costs on Kodak, against the float path of version 1.
 
-    python -m benchmarks.exact_path ../shared/data/kodak --out exact.json [--window 1024]
+    python -m benchmarks.exact_path ../shared/data/kodak --out exact.json
 
-Encodes and decodes every image at qualities 1..8 with real .aec files and compares the mean curve,
-by BD-rate, with the version 1 curve of the same weights recorded by the benchmark
-(benchmarks/results/kodak/kodak-aecodec.json, float64 h_s, one window per 1024 px tile).
-`--window 1024` makes every Kodak image one transform window, which isolates the cost of the
-integer h_s from that of the windowed transforms.
+Encodes and decodes every image at qualities 1..8 with real .aec files (format version 2: integer
+h_s, windowed transforms) and compares the mean curve, by BD-rate, with the version 1 curve of the
+same weights recorded by the benchmark (benchmarks/results/kodak/kodak-aecodec.json: float64 h_s,
+one window per 1024 px tile).
 """
 
 from __future__ import annotations
@@ -30,9 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("image_dir", type=Path)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--window", type=int, default=codec.WINDOW, help="transform window in pixels (a multiple of 16)")
     args = ap.parse_args(argv)
-    codec.WINDOW = args.window
 
     recorded = json.loads(RECORDED.read_text())
     weights, _ = codec._coding_model()
@@ -51,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"quality": quality, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(psnr))})
         print(f"q{quality}: {rows[-1]['bpp']:.4f} bpp {rows[-1]['psnr']:.3f} dB ({time.time() - start:.0f} s)", flush=True)
     before = [(m["bpp"], m["psnr"]) for m in recorded["mean"]]
-    result = {"window": args.window, "images": len(paths), "exact": rows, "float_v1": recorded["mean"],
+    result = {"weights": weights.model_id.hex(), "window": codec.WINDOW, "margin": codec.MARGIN, "images": len(paths), "exact": rows, "float_v1": recorded["mean"],
               "bd_rate_exact_vs_float": bd_rate(before, [(r["bpp"], r["psnr"]) for r in rows])}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"BD-rate of the exact path against the float path: {result['bd_rate_exact_vs_float']:+.3f}%")

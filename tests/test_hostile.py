@@ -87,7 +87,21 @@ def test_write_errors_are_one_line_and_leave_nothing(png, monkeypatch, err):
     assert sorted(p.name for p in png.parent.iterdir()) == ["in.png"]
 
 
-def test_unreadable_input_is_one_line(tmp_path):
-    r = CliRunner().invoke(main, ["decompress", str(tmp_path / "missing.aec")])
-    assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1
+def test_unreadable_input_is_one_line(png, monkeypatch):
+    """Permission denied on the input (simulated: this may run as root), both ways."""
+    aec = png.with_suffix(".aec")
+    assert CliRunner().invoke(main, ["compress", str(png)]).exit_code == 0
+    real_open = open
 
+    def denied(path, *args, **kwargs):
+        if str(path) in (str(png), str(aec)):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", denied)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: denied(self))
+    for args in (["compress", str(png), "-o", str(png.with_name("x.aec"))],
+                 ["decompress", str(aec), "-o", str(png.with_name("x.png"))]):
+        r = CliRunner().invoke(main, args)
+        lines = [line for line in r.output.splitlines() if line.strip()]
+        assert r.exit_code == 1 and len(lines) == 1 and "Permission denied" in lines[0], r.output

@@ -13,7 +13,6 @@ RNG states) is written atomically every --ckpt-every steps and at the end.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
