@@ -319,7 +319,7 @@ def _encode_tile(model, y, z, z_tables, y_tables) -> TileStreams:
     y_values = torch.round(y.double() - means).long()
     return TileStreams(
         entropy.encode(z_values.numpy(), _z_indexes(z.shape), z_tables),
-        entropy.encode(y_values.numpy(), model.gaussian_conditional.build_indexes(scales).numpy(), y_tables),
+        entropy.encode(y_values.numpy(), model.table_indexes(scales).numpy(), y_tables),
     )
 
 
@@ -357,7 +357,7 @@ def decompress(data: bytes, *, progress: Progress | None = None) -> Image.Image:
                 scales, means = model.entropy_parameters(z_values + model.z_medians())
             else:
                 scales, means = model.exact_entropy_parameters(z_values)
-            indexes = model.gaussian_conditional.build_indexes(scales).numpy()
+            indexes = model.table_indexes(scales).numpy()
             y_values = entropy.decode(streams.y, indexes, y_tables)
             y_hat[(..., *_slices(box))] = torch.from_numpy(y_values).reshape(means.shape) + means
             steps.advance()

@@ -153,6 +153,13 @@ class GainedHyperprior(nn.Module):
         on every machine (float64): format version 2. Needs `for_coding`."""
         return self.integer_h_s(z_values)
 
+    def table_indexes(self, scales: Tensor) -> Tensor:
+        """The Gaussian table of each scale: how many of the scale table's first 63 entries lie below
+        `max(scale, 0.11)`. Equal to compressai's `build_indexes`, without its loop over the table."""
+        gc = self.gaussian_conditional
+        table = gc.scale_table[:-1].to(scales.dtype).contiguous()
+        return torch.searchsorted(table, torch.maximum(scales, gc.lower_bound_scale.bound.to(scales.dtype)).contiguous())
+
     def z_medians(self) -> Tensor:
         """The factorized prior's medians, (1, N, 1, 1): z is coded as `round(z - median)`."""
         return self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)

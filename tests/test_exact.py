@@ -69,9 +69,16 @@ def test_integer_h_s_is_the_same_for_any_thread_count_and_batch(model, z_values)
 def test_integer_h_s_stays_close_to_the_float_network(model, z_values):
     scales, means = model.exact_entropy_parameters(z_values)
     float_scales, float_means = model.entropy_parameters(z_values + model.z_medians())
-    indexes = model.gaussian_conditional.build_indexes
-    assert (indexes(scales) != indexes(float_scales)).float().mean() < 0.01
+    assert (model.table_indexes(scales) != model.table_indexes(float_scales)).float().mean() < 0.01
     assert (means - float_means).abs().max() < 0.05
+
+
+def test_table_indexes_equal_compressai_build_indexes(model, z_values):
+    scales, _ = model.exact_entropy_parameters(z_values)
+    table = model.gaussian_conditional.scale_table.double()
+    edges = torch.cat([table, table * (1 + 1e-12), table * (1 - 1e-12), torch.tensor([-1.0, 0.0, 0.11, 1e9])])
+    for s in (scales, edges.reshape(1, 1, 1, -1)):
+        assert torch.equal(model.table_indexes(s), model.gaussian_conditional.build_indexes(s).long())
 
 
 def test_version_1_files_decode_to_the_same_pixels():
