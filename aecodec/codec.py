@@ -3,10 +3,11 @@
 Pixels -> latent y (analysis, in overlapping windows) -> per tile: hyper-latent z, integer symbols
 and table indexes (model) -> bytes (entropy) -> file (container), and back.
 
-Two grids cut the image. Coding tiles (the header's `tile`) are coded independently: each has its
-own z and y streams. Windows bound the memory of the transforms: g_a and g_s run on WINDOW pixels a
-side plus MARGIN pixels of the neighbouring image around them, of which only the middle is kept, so
-that neither grid leaves a seam in the pixels.
+Two grids cut the image, and neither leaves a trace in the pixels. Coding tiles (the header's `tile`)
+have their own z and y streams; h_a and h_s see HYPER_MARGIN z elements beyond each tile, so a tile's
+y stream needs its neighbours' z (all z streams are decoded first). Windows bound the memory of the
+transforms: g_a and g_s run on WINDOW pixels a side plus MARGIN pixels of the neighbouring image
+around them, of which only the middle is kept.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ WINDOW = 512  # pixels a side of the part of each transform window that is kept 
 MARGIN = 32  # pixels of context on each side of a window (format version 2): covers the receptive
 # fields of g_a (+-30 px) and of g_s, so windows give the pixels that one window over the image gives
 STRIDE = 16  # pixels per latent element
+HYPER_MARGIN = 2  # z elements (128 px) of context around each coding tile for h_a and h_s (format version 2):
+# covers their receptive fields, so tiles give the z, means and scales that one tile over the image gives
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all): windows and tiles
 Box = tuple[int, int, int, int]  # top, left, bottom, right, in latent elements
@@ -193,12 +196,23 @@ def _encode(analysis: _Analysis, quality: float, tile: int) -> bytes:
     z_tables, y_tables = _tables(model)
     q = torch.tensor([header.quality])
     rows, cols = analysis.latent.shape[2:]
+    tiles = _windows(rows // 4, cols // 4, tile // TILE_ALIGN, HYPER_MARGIN)  # in z elements
+    z_values = torch.empty(1, model.config.N, rows // 4, cols // 4, dtype=torch.long)
+    gained = []
     with torch.inference_mode():
-        tiles = tuple(_encode_tile(model, *model.hyper_analyse(analysis.latent[(..., *_slices(box))], q),
-                                   z_tables, y_tables)
-                      for box in _boxes(rows, cols, tile // STRIDE))
+        for keep, window in tiles:
+            y, z = model.hyper_analyse(analysis.latent[(..., *_slices(window, scale=4))], q)
+            z_values[(..., *_slices(keep))] = torch.round(z[(..., *_slices(keep, window))] - model.z_medians()).long()
+            gained.append(y[(..., *_slices(keep, window, 4))])
+        streams = []
+        for (keep, window), y in zip(tiles, gained):
+            z = z_values[(..., *_slices(keep))]
+            scales, means = _hyper_synthesis(model, z_values, keep, window, version=container.VERSION)
+            y_values = torch.round(y.double() - means).long()
+            streams.append(TileStreams(entropy.encode(z.numpy(), _z_indexes(z.shape), z_tables),
+                                       entropy.encode(y_values.numpy(), model.table_indexes(scales).numpy(), y_tables)))
     alpha = zlib.compress(np.ascontiguousarray(analysis.pixels[:, :, -1]).tobytes(), 9) if header.has_alpha else None
-    return container.build(Container(header, tiles, alpha))
+    return container.build(Container(header, tuple(streams), alpha))
 
 
 def compress(image, quality: float = DEFAULT_QUALITY, *, tile: int = DEFAULT_TILE, progress: Progress | None = None,
@@ -311,16 +325,15 @@ def _psnr(analysis: _Analysis, decoded: Image.Image) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
-def _encode_tile(model, y, z, z_tables, y_tables) -> TileStreams:
-    import torch
-
-    z_values = torch.round(z - model.z_medians()).long()
-    scales, means = model.exact_entropy_parameters(z_values)
-    y_values = torch.round(y.double() - means).long()
-    return TileStreams(
-        entropy.encode(z_values.numpy(), _z_indexes(z.shape), z_tables),
-        entropy.encode(y_values.numpy(), model.table_indexes(scales).numpy(), y_tables),
-    )
+def _hyper_synthesis(model, z_values, keep: Box, window: Box, version: int):
+    """(scales, means) of the y elements of the tile `keep` (in z elements), from the z symbols of
+    `window` around it: the integer network (version 2) or the float one (version 1, window = keep)."""
+    z = z_values[(..., *_slices(window))]
+    if version == 1:
+        return model.entropy_parameters(z + model.z_medians())
+    scales, means = model.exact_entropy_parameters(z)
+    crop = (..., *_slices(keep, window, 4))
+    return scales[crop], means[crop]
 
 
 def _z_indexes(shape) -> np.ndarray:
@@ -341,25 +354,24 @@ def decompress(data: bytes, *, progress: Progress | None = None) -> Image.Image:
     N, M = model.config.N, model.config.M
     q = torch.tensor([header.quality])
     rows, cols = _latent_size(header.width, header.height)
-    tiles = _boxes(rows, cols, header.tile // STRIDE)
-    if header.version == 1:  # float64 h_s; each coding tile synthesised alone
-        windows = [(box, box) for box in tiles]
+    if header.version == 1:  # each coding tile alone: float64 h_s, synthesised without margin
+        tiles = _windows(rows // 4, cols // 4, header.tile // TILE_ALIGN, 0)
+        windows = [tuple((a * 4, b * 4, c * 4, d * 4) for a, b, c, d in pair) for pair in tiles]
     else:
+        tiles = _windows(rows // 4, cols // 4, header.tile // TILE_ALIGN, HYPER_MARGIN)
         windows = _windows(rows, cols, WINDOW // STRIDE, MARGIN // STRIDE)
     steps = _Steps(progress, len(tiles) + len(windows))
+    z_values = torch.empty(1, N, rows // 4, cols // 4, dtype=torch.long)
     y_hat = torch.empty(1, M, rows, cols)
     colour = np.empty((header.height, header.width, 3), dtype=np.uint8)
     with torch.inference_mode(), _native_kernels():
-        for box, streams in zip(tiles, c.tiles):
-            z_shape = (1, N, (box[2] - box[0]) // 4, (box[3] - box[1]) // 4)
-            z_values = torch.from_numpy(entropy.decode(streams.z, _z_indexes(z_shape), z_tables)).reshape(z_shape)
-            if header.version == 1:
-                scales, means = model.entropy_parameters(z_values + model.z_medians())
-            else:
-                scales, means = model.exact_entropy_parameters(z_values)
-            indexes = model.table_indexes(scales).numpy()
-            y_values = entropy.decode(streams.y, indexes, y_tables)
-            y_hat[(..., *_slices(box))] = torch.from_numpy(y_values).reshape(means.shape) + means
+        for (keep, _), streams in zip(tiles, c.tiles):
+            z = z_values[(..., *_slices(keep))]
+            z[...] = torch.from_numpy(entropy.decode(streams.z, _z_indexes(z.shape), z_tables)).reshape(z.shape)
+        for (keep, window), streams in zip(tiles, c.tiles):
+            scales, means = _hyper_synthesis(model, z_values, keep, window, header.version)
+            y_values = entropy.decode(streams.y, model.table_indexes(scales).numpy(), y_tables)
+            y_hat[(..., *_slices(keep, scale=4))] = torch.from_numpy(y_values).reshape(means.shape) + means
             steps.advance()
         for keep, window in windows:
             x_hat = model.synthesise(y_hat[(..., *_slices(window))], q)[0][(..., *_slices(keep, window, STRIDE))]

@@ -105,6 +105,17 @@ def test_windows_overlap_so_they_leave_no_seams(monkeypatch):
     assert psnr(whole, np.asarray(aecodec.decompress(data))) < 45
 
 
+def test_coding_tiles_leave_no_trace_in_the_pixels(monkeypatch):
+    """h_a and h_s see across tile borders: 20 tiles of 64 px decode exactly like one tile."""
+    img = synthetic_image(256, 320, seed=4)
+    one = aecodec.decompress(aecodec.compress(img, quality=5))
+    tiled = aecodec.compress(img, quality=5, tile=64)
+    assert container.parse(tiled).header.tiles_x == 5
+    assert np.array_equal(np.asarray(one), np.asarray(aecodec.decompress(tiled)))
+    monkeypatch.setattr(codec, "HYPER_MARGIN", 1)  # less context than the receptive fields
+    assert not np.array_equal(np.asarray(one), np.asarray(aecodec.decompress(aecodec.compress(img, 5, tile=64))))
+
+
 def test_encoding_with_two_threads_and_decoding_with_one_gives_the_same_pixels(tmp_path):
     torch.set_num_threads(2)
     data = aecodec.compress(synthetic_image(150, 200, seed=6), quality=3.3)
