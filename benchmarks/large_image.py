@@ -8,8 +8,9 @@ no edge between them falls near a tile or window border. Each size runs `aecodec
 
 Seams, on the largest size: PSNR of the pixels within 16 px of the coding-tile borders and of the
 window borders, against PSNR elsewhere. Content alone moves such figures (a band is a small sample),
-so two controls isolate what the borders do: the same bands when the image is coded with its tile
-borders elsewhere (tiles of 960 px), and the same file decoded with windows of another size (768 px).
+so two controls show what the borders do: the pixels that differ when the image is coded with its
+tile borders elsewhere (tiles of 960 px), and when the file is decoded with windows of another size
+(768 px). None should.
 """
 
 from __future__ import annotations
@@ -88,9 +89,7 @@ def seams(img: np.ndarray, data: bytes, out: np.ndarray, quality: float) -> dict
         "psnr_near_tile_borders": psnr(img, out, tiles),
         "psnr_near_window_borders": psnr(img, out, windows),
         "psnr_elsewhere": psnr(img, out, rest),
-        "tile_960_psnr_near_1024_borders": psnr(img, moved, tiles),
-        "tile_960_psnr_near_its_own_borders": psnr(img, moved, band_mask(height, width, 960)),
-        "tile_960_psnr_all": psnr(img, moved, np.ones((height, width), bool)),
+        "tile_960_pixels_differing": int((moved != out).any(axis=2).sum()),
         "window_768_pixels_differing": int((other_windows != out).any(axis=2).sum()),
     }
 
