@@ -159,3 +159,11 @@ def test_rate_control_options(png, tmp_path):
     assert run("compress", png, "--bpp", "1", "--psnr", "30").exit_code == 2
     r = run("compress", png, "-o", tmp_path / "t.aec", "--size", "100B")
     assert r.exit_code == 1 and "cannot fit" in r.output and not (tmp_path / "t.aec").exists()
+
+
+def test_progress_bar_only_for_large_images(png, tmp_path):
+    assert "compressing" not in run("compress", png, "-o", tmp_path / "small.aec").stderr
+    large = tmp_path / "large.png"
+    Image.fromarray(synthetic_image(1040, 1100)).save(large)  # 3x3 windows
+    r = run("compress", large, "-q", "1")
+    assert r.exit_code == 0 and "compressing" in r.stderr
