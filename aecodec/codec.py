@@ -198,14 +198,14 @@ def _encode(analysis: _Analysis, quality: float, tile: int) -> bytes:
     rows, cols = analysis.latent.shape[2:]
     tiles = _windows(rows // 4, cols // 4, tile // TILE_ALIGN, HYPER_MARGIN)  # in z elements
     z_values = torch.empty(1, model.config.N, rows // 4, cols // 4, dtype=torch.long)
-    gained = []
     with torch.inference_mode():
+        gain, _ = model.gains(q)
         for keep, window in tiles:
-            y, z = model.hyper_analyse(analysis.latent[(..., *_slices(window, scale=4))], q)
+            _, z = model.hyper_analyse(analysis.latent[(..., *_slices(window, scale=4))], q)
             z_values[(..., *_slices(keep))] = torch.round(z[(..., *_slices(keep, window))] - model.z_medians()).long()
-            gained.append(y[(..., *_slices(keep, window, 4))])
         streams = []
-        for (keep, window), y in zip(tiles, gained):
+        for keep, window in tiles:
+            y = analysis.latent[(..., *_slices(keep, scale=4))] * gain  # the same products h_a saw
             z = z_values[(..., *_slices(keep))]
             scales, means = _hyper_synthesis(model, z_values, keep, window, version=container.VERSION)
             y_values = torch.round(y.double() - means).long()
