@@ -36,7 +36,7 @@ HYPER_MARGIN = 2  # z elements (128 px) of context around each coding tile for h
 # covers their receptive fields, so tiles give the z, means and scales that one tile over the image gives
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all): windows and tiles
-Box = tuple[int, int, int, int]  # top, left, bottom, right, in latent elements
+Box = tuple[int, int, int, int]  # top, left, bottom, right, in elements of the latent y (or of z)
 
 
 def _coding_model():
@@ -97,13 +97,13 @@ def _latent_size(width: int, height: int) -> tuple[int, int]:
 
 
 def _boxes(rows: int, cols: int, side: int) -> list[Box]:
-    """A grid of boxes `side` latent elements a side over a rows x cols latent, row-major."""
+    """A grid of boxes `side` elements a side over a rows x cols grid, row-major."""
     return [(top, left, min(top + side, rows), min(left + side, cols))
             for top in range(0, rows, side) for left in range(0, cols, side)]
 
 
 def _windows(rows: int, cols: int, side: int, margin: int) -> list[tuple[Box, Box]]:
-    """(kept box, window box) pairs: each kept box with `margin` elements around it, within the latent."""
+    """(kept box, window box) pairs: each kept box with `margin` elements around it, within the grid."""
     return [(box, (max(box[0] - margin, 0), max(box[1] - margin, 0), min(box[2] + margin, rows),
                    min(box[3] + margin, cols))) for box in _boxes(rows, cols, side)]
 
