@@ -1,4 +1,4 @@
-"""The `aecodec` command: compress, decompress, info.
+"""The `aecodec` command: compress, decompress, info, and the heads: upscale, denoise.
 
 Paths, atomic writes, exit codes and progress live here; the coding itself is `aecodec.codec`.
 Errors are one line on stderr with a non-zero exit code, and never leave a partial output file.
@@ -137,7 +137,8 @@ def _check_output(job: Job, force: bool) -> None:
         raise JobError(f"folder {job.out.parent} does not exist")
 
 
-def _compress_job(job: Job, quality: float, target: dict, force: bool, progress: bool) -> dict:
+def _compress_job(job: Job, quality: float, target: dict, denoise: float | str | None, force: bool,
+                  progress: bool) -> dict:
     from PIL import Image, UnidentifiedImageError
 
     from . import codec
@@ -152,7 +153,9 @@ def _compress_job(job: Job, quality: float, target: dict, force: bool, progress:
                 reached = codec.compress_to(im, **target, progress=bar)
                 data, quality, extra = reached.data, reached.quality, {"encodes": reached.encodes, "psnr": reached.psnr}
             else:
-                data, extra = codec.compress(im, quality, progress=bar), {}
+                data, extra = codec.compress(im, quality, progress=bar, denoise=denoise), {}
+                if denoise is not None:
+                    extra["sigma"] = codec.noise_level(im) if denoise == "auto" else denoise
             width, height = im.size
     except UnidentifiedImageError:
         raise JobError(f"{job.src} is not an image that Pillow can read") from None
@@ -164,26 +167,57 @@ def _compress_job(job: Job, quality: float, target: dict, force: bool, progress:
             "seconds": time.perf_counter() - start, **extra}
 
 
-def _decompress_job(job: Job, force: bool, progress: bool) -> dict:
-    from . import codec
-
+def _output_format(job: Job) -> str:
     fmt = _FORMATS_BY_SUFFIX.get(job.out.suffix.lower())
     if fmt is None:
         raise JobError(f"unknown output format {job.out.suffix!r}; use one of {', '.join(sorted(_FORMATS_BY_SUFFIX))}")
-    _check_output(job, force)
-    start = time.perf_counter()
-    data = _read(job.src)
-    try:
-        image = codec.decompress(data, progress=_progress_bar("decompressing") if progress else None)
-    except AecError as e:
-        raise JobError(f"{job.src}: {e}") from None
+    return fmt
+
+
+def _save_image(job: Job, image, fmt: str) -> None:
     if fmt == "JPEG" and image.mode in ("LA", "RGBA"):
         raise JobError(f"{job.src} has an alpha channel, which JPEG cannot store; write .png or .webp")
     metadata = {k: image.info[k] for k in _METADATA_BY_FORMAT.get(fmt, ()) if k in image.info}
     _write(job.out, lambda tmp: image.save(tmp, format=fmt, **metadata))
+
+
+def _decompress_job(job: Job, scale: int, force: bool, progress: bool) -> dict:
+    from . import codec
+
+    fmt = _output_format(job)
+    _check_output(job, force)
+    start = time.perf_counter()
+    data = _read(job.src)
+    try:
+        image = codec.decompress(data, scale=scale, progress=_progress_bar("decompressing") if progress else None)
+    except AecError as e:
+        raise JobError(f"{job.src}: {e}") from None
+    _save_image(job, image, fmt)
+    coded_pixels = image.width * image.height // scale**2
     return {"src": str(job.src), "out": str(job.out), "bytes_in": len(data), "bytes_out": job.out.stat().st_size,
-            "pixels": image.width * image.height, "bpp": len(data) * 8 / (image.width * image.height),
+            "pixels": coded_pixels, "bpp": len(data) * 8 / coded_pixels,
             "size": f"{image.width}x{image.height}", "mode": image.mode, "seconds": time.perf_counter() - start}
+
+
+def _image_job(job: Job, transform: Callable, force: bool, progress: bool) -> dict:
+    """Image in, image out through a head: `transform(image, progress) -> (image, details)`."""
+    from PIL import Image, UnidentifiedImageError
+
+    fmt = _output_format(job)
+    _check_output(job, force)
+    start = time.perf_counter()
+    try:
+        with Image.open(job.src) as im:
+            im.load()
+            image, details = transform(im, _progress_bar("working") if progress else None)
+    except UnidentifiedImageError:
+        raise JobError(f"{job.src} is not an image that Pillow can read") from None
+    except (AecError, OSError) as e:
+        raise JobError(f"{job.src}: {e}") from None
+    _save_image(job, image, fmt)
+    return {"src": str(job.src), "out": str(job.out), "bytes_in": job.src.stat().st_size,
+            "bytes_out": job.out.stat().st_size, "pixels": image.width * image.height,
+            "size": f"{image.width}x{image.height}", "mode": image.mode, "seconds": time.perf_counter() - start, **details}
 
 
 def _worker_init(threads: int) -> None:
@@ -207,14 +241,17 @@ def _run(jobs: list[Job], work: Callable[..., dict], workers: int, as_json: bool
         click.echo(json.dumps({"files": results, "failed": failures, "summary": _summary(results, wall)}, indent=1))
     elif len(jobs) == 1:
         r = results[0]
-        what = f"{r['bytes_out']} bytes, {r['bpp']:.3f} bpp (quality {r['quality']:g})" if "quality" in r else f"{r['size']} {r['mode']}"
+        what = f"{r['bytes_out']} bytes, {r['bpp']:.3f} bpp (quality {r['quality']:g})" if "bpp" in r and "quality" in r else f"{r['size']} {r['mode']}"
+        if r.get("sigma") is not None:
+            what += f", noise sigma {r['sigma']:.1f}"
         if r.get("encodes"):
             what += f", {r['encodes']} encodes" + (f", PSNR {r['psnr']:.2f} dB" if r.get("psnr") else "")
         click.echo(f"{r['src']} -> {r['out']}: {what}")
     else:
         sm = _summary(results, wall)
-        click.echo(f"{sm['files']} files, {sm['bytes_in']} bytes in, {sm['bytes_out']} bytes out, "
-                   f"mean {sm['mean_bpp']:.4f} bpp, {sm['seconds']:.1f} s" + (f", {len(failures)} failed" if failures else ""))
+        rate = f", mean {sm['mean_bpp']:.4f} bpp" if any("bpp" in r for r in results) else ""
+        click.echo(f"{sm['files']} files, {sm['bytes_in']} bytes in, {sm['bytes_out']} bytes out{rate}, "
+                   f"{sm['seconds']:.1f} s" + (f", {len(failures)} failed" if failures else ""))
     if failures:
         raise click.exceptions.Exit(1)
 
@@ -260,9 +297,14 @@ def _summary(results: list[dict], wall: float) -> dict:
     pixels = sum(r["pixels"] for r in results)
     return {"files": len(results), "bytes_in": sum(r["bytes_in"] for r in results),
             "bytes_out": sum(r["bytes_out"] for r in results),
-            "mean_bpp": sum(r["bpp"] for r in results) / len(results) if results else 0.0,
+            "mean_bpp": sum(r.get("bpp", 0.0) for r in results) / len(results) if results else 0.0,
             "megapixels": pixels / 1e6, "seconds": wall}
 
+
+_sigma_option = click.option(
+    "--sigma", type=click.FloatRange(0, 75), help="Noise standard deviation in 8-bit units [default: estimated].")
+_scale_option = click.option("--scale", type=click.Choice(["1", "2"]), default="1", show_default=True,
+                             help="Output size relative to the coded size (2: through the super-resolution head).")
 
 _batch_options = [
     click.option("-f", "--force", is_flag=True, help="Overwrite output files that exist."),
@@ -287,26 +329,82 @@ def _with_batch_options(f):
 @click.option("--bpp", type=click.FloatRange(min=0, min_open=True), help="Target bits per pixel (searches the quality).")
 @click.option("--size", type=ByteSize(), help="Largest file size, e.g. 40KB, 1.5MB, 30000 (searches the quality).")
 @click.option("--psnr", type=click.FloatRange(min=0, min_open=True), help="Target PSNR in dB (searches the quality).")
+@click.option("--denoise", is_flag=True, help="Remove noise before coding: bits go to the image, not to its noise.")
+@_sigma_option
 @_with_batch_options
 def compress(sources: tuple[Path, ...], out: Path | None, quality: float, bpp: float | None, size: int | None,
-             psnr: float | None, force: bool, workers: int, as_json: bool) -> None:
+             psnr: float | None, denoise: bool, sigma: float | None, force: bool, workers: int, as_json: bool) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) into .aec files."""
     target = {k: v for k, v in {"bpp": bpp, "size": size, "psnr": psnr}.items() if v is not None}
     if len(target) > 1:
         raise click.UsageError("give at most one of --bpp, --size, --psnr")
+    if denoise and target:
+        raise click.UsageError("--denoise works with --quality, not with --bpp, --size or --psnr")
+    if sigma is not None and not denoise:
+        raise click.UsageError("--sigma goes with --denoise")
+    level = (sigma if sigma is not None else "auto") if denoise else None
     jobs = _plan(sources, out, ".aec")
-    _run(jobs, functools.partial(_compress_job, quality=quality, target=target, force=force), workers, as_json, "compressing")
+    _run(jobs, functools.partial(_compress_job, quality=quality, target=target, denoise=level, force=force),
+         workers, as_json, "compressing")
 
 
 @main.command()
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path),
               help="Output image (its extension picks the format), or folder for several inputs [default: .png beside each input].")
+@_scale_option
 @_with_batch_options
-def decompress(sources: tuple[Path, ...], out: Path | None, force: bool, workers: int, as_json: bool) -> None:
+def decompress(sources: tuple[Path, ...], out: Path | None, scale: str, force: bool, workers: int, as_json: bool) -> None:
     """Decompress .aec files into images."""
     jobs = _plan(sources, out, ".png")
-    _run(jobs, functools.partial(_decompress_job, force=force), workers, as_json, "decompressing")
+    _run(jobs, functools.partial(_decompress_job, scale=int(scale), force=force), workers, as_json, "decompressing")
+
+
+def _upscale(image, progress, scale: int, quality: float):
+    from . import codec
+
+    return codec.upscale(image, scale, quality=quality, progress=progress), {}
+
+
+def _denoise(image, progress, sigma: float | None, quality: float):
+    from . import codec
+
+    level = codec.noise_level(image) if sigma is None else sigma
+    return codec.denoise(image, min(level, 75.0), quality=quality, progress=progress), {"sigma": level}
+
+
+_head_quality = click.option("-q", "--quality", type=click.FloatRange(1, 8), default=8.0, show_default=True,
+                             help="Quality of the coding the image goes through.")
+_image_output = click.option("-o", "--output", "out", type=click.Path(path_type=Path),
+                             help="Output image (its extension picks the format), or folder for several inputs.")
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_image_output
+@click.option("--scale", type=click.Choice(["2"]), default="2", show_default=True, help="Enlargement factor.")
+@_head_quality
+@_with_batch_options
+def upscale(sources: tuple[Path, ...], out: Path | None, scale: str, quality: float, force: bool, workers: int,
+            as_json: bool) -> None:
+    """Enlarge images through the codec and its super-resolution head [default output: NAME.x2.png]."""
+    jobs = _plan(sources, out, f".x{scale}.png")
+    work = functools.partial(_image_job, transform=functools.partial(_upscale, scale=int(scale), quality=quality), force=force)
+    _run(jobs, work, workers, as_json, "upscaling")
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_image_output
+@_sigma_option
+@_head_quality
+@_with_batch_options
+def denoise(sources: tuple[Path, ...], out: Path | None, sigma: float | None, quality: float, force: bool,
+            workers: int, as_json: bool) -> None:
+    """Remove noise from images with the codec's denoising head [default output: NAME.denoised.png]."""
+    jobs = _plan(sources, out, ".denoised.png")
+    work = functools.partial(_image_job, transform=functools.partial(_denoise, sigma=sigma, quality=quality), force=force)
+    _run(jobs, work, workers, as_json, "denoising")
 
 
 @main.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)

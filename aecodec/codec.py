@@ -32,6 +32,9 @@ WINDOW = 512  # pixels a side of the part of each transform window that is kept 
 MARGIN = 32  # pixels of context on each side of a window (format version 2): covers the receptive
 # fields of g_a (+-30 px) and of g_s, so windows give the pixels that one window over the image gives
 STRIDE = 16  # pixels per latent element
+DENOISE_MARGIN = 64  # pixels of window context for g_a with the denoising adapters (receptive field +-58 px)
+SR_MARGIN = 48  # pixels of window context for g_s with the super-resolution head (receptive field +-36 px)
+REFINE_WINDOW, REFINE_MARGIN = 512, 8  # the denoising refiner runs at full resolution (receptive field +-4 px)
 HYPER_MARGIN = 2  # z elements (128 px) of context around each coding tile for h_a and h_s (format version 2):
 # covers their receptive fields, so tiles give the z, means and scales that one tile over the image gives
 
@@ -44,6 +47,13 @@ def _coding_model():
     from .weights import load_coding_model
 
     return load_coding_model()
+
+
+def _head(kind: str):
+    """A head ("super-resolution" or "denoising") on the shipped backbone, loaded once per process."""
+    from .weights import load_head
+
+    return load_head(kind)
 
 
 def _tables(model) -> tuple[entropy.CdfTables, entropy.CdfTables]:
@@ -153,7 +163,8 @@ class _Analysis:
         return self.pixels.shape[1], self.pixels.shape[0]
 
 
-def _analyse(image, tile: int, progress: Progress | None, icc: bytes | None, exif: bytes | None) -> _Analysis:
+def _analyse(image, tile: int, progress: Progress | None, icc: bytes | None, exif: bytes | None,
+             denoise: float | str | None = None) -> _Analysis:
     import torch
 
     info = image.info if isinstance(image, Image.Image) else {}
@@ -171,11 +182,16 @@ def _analyse(image, tile: int, progress: Progress | None, icc: bytes | None, exi
     colour = pixels[:, :, :3] if mode in ("RGB", "RGBA") else np.repeat(pixels[:, :, :1], 3, axis=2)
     rows, cols = _latent_size(width, height)
     latent = torch.empty(1, model.config.M, rows, cols)
-    windows = _windows(rows, cols, WINDOW // STRIDE, MARGIN // STRIDE)
+    analyse, margin = model.analyse, MARGIN
+    if denoise is not None:
+        sigma = torch.tensor([_sigma(colour, denoise)])
+        head, margin = _head("denoising"), DENOISE_MARGIN
+        analyse = lambda x: head.analyse(model.g_a, x, sigma)  # noqa: E731
+    windows = _windows(rows, cols, WINDOW // STRIDE, margin // STRIDE)
     steps = _Steps(progress, len(windows))
     with torch.inference_mode():  # oneDNN here: 3x faster, and the decoder does not depend on it
         for keep, window in windows:
-            y = model.analyse(_window_pixels(colour, window))
+            y = analyse(_window_pixels(colour, window))
             latent[(..., *_slices(keep))] = y[(..., *_slices(keep, window))]
             steps.advance()
     return _Analysis(pixels, mode, latent, bytes(icc), bytes(exif))
@@ -216,7 +232,7 @@ def _encode(analysis: _Analysis, quality: float, tile: int) -> bytes:
 
 
 def compress(image, quality: float = DEFAULT_QUALITY, *, tile: int = DEFAULT_TILE, progress: Progress | None = None,
-             icc: bytes | None = None, exif: bytes | None = None) -> bytes:
+             icc: bytes | None = None, exif: bytes | None = None, denoise: float | str | None = None) -> bytes:
     """Compress an image into the bytes of an .aec file.
 
     Args:
@@ -226,8 +242,70 @@ def compress(image, quality: float = DEFAULT_QUALITY, *, tile: int = DEFAULT_TIL
         progress: called with (steps done, steps in all) after each window is analysed.
         icc, exif: metadata to store; None takes the image's own (`info["icc_profile"]`, `info["exif"]`),
             b"" stores none. EXIF is kept as is: its orientation is not applied to the pixels.
+        denoise: None, or the noise level (standard deviation in 8-bit units, 0 to 75) to remove before
+            coding, or "auto" to estimate it (`noise_level`); the file decodes with the ordinary decoder.
     """
-    return _encode(_analyse(image, tile, progress, icc, exif), quality, tile)
+    return _encode(_analyse(image, tile, progress, icc, exif, denoise), quality, tile)
+
+
+def noise_level(image) -> float:
+    """The estimated standard deviation (8-bit units) of white noise in an image's colour channels."""
+    from .heads import estimate_sigma
+
+    pixels, mode = _to_array(image)
+    return estimate_sigma(pixels[:, :, :3] if mode in ("RGB", "RGBA") else pixels[:, :, :1])
+
+
+def _sigma(colour: np.ndarray, denoise: float | str) -> float:
+    from .heads import MAX_SIGMA, estimate_sigma
+
+    if denoise == "auto":
+        return min(estimate_sigma(colour), MAX_SIGMA)
+    if isinstance(denoise, str) or not 0 <= denoise <= MAX_SIGMA:
+        raise AecError(f"noise level must be a number in [0, {MAX_SIGMA:g}] or 'auto', got {denoise!r}")
+    return float(denoise)
+
+
+def denoise(image, sigma: float | str = "auto", *, quality: float = 8.0, tile: int = DEFAULT_TILE,
+            progress: Progress | None = None) -> Image.Image:
+    """Remove noise from an image: code it with the denoising adapters at `quality`, decode it, and
+    restore fine detail with the refiner (which sees the noisy image too). Metadata and alpha are kept.
+
+    Args:
+        sigma: the noise's standard deviation in 8-bit units (0 to 75), or "auto" to estimate it.
+    """
+    import torch
+
+    pixels, mode = _to_array(image)
+    colour = pixels[:, :, :3] if mode in ("RGB", "RGBA") else np.repeat(pixels[:, :, :1], 3, axis=2)
+    level = _sigma(colour, sigma)
+    decoded = decompress(compress(image, quality, tile=tile, progress=progress, denoise=level))
+    base = np.asarray(decoded.convert("RGB"))
+    head = _head("denoising")
+    height, width = colour.shape[:2]
+    out = np.empty_like(colour)
+    with torch.inference_mode():
+        for keep, window in _windows(height, width, REFINE_WINDOW, REFINE_MARGIN):
+            noisy, decoded_part = (torch.from_numpy(np.array(a[_slices(window)])).permute(2, 0, 1)[None].float().div_(255)
+                                   for a in (colour, base))
+            x = head.refine(noisy, decoded_part, torch.tensor([level]))[0]
+            part = x[(..., *_slices(keep, window))].clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+            out[_slices(keep)] = part.permute(1, 2, 0).numpy()
+    channels = [out] if mode in ("RGB", "RGBA") else [np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)]
+    if mode in ("LA", "RGBA"):
+        channels.append(pixels[:, :, -1])
+    result = Image.fromarray(np.dstack(channels) if len(channels) > 1 or channels[0].ndim == 3 else channels[0], mode)
+    result.info.update({k: v for k, v in decoded.info.items() if k in ("icc_profile", "exif")})
+    return result
+
+
+def upscale(image, scale: int = 2, *, quality: float = 8.0, tile: int = DEFAULT_TILE,
+            progress: Progress | None = None) -> Image.Image:
+    """Enlarge an image through the codec: compress it at `quality` and decode it at `scale` times its size,
+    with the original pixels (rather than the decoded ones) as the super-resolution head's base."""
+    pixels, mode = _to_array(image)
+    colour = pixels[:, :, :3] if mode in ("RGB", "RGBA") else np.repeat(pixels[:, :, :1], 3, axis=2)
+    return _decode(compress(image, quality, tile=tile, progress=progress), scale, colour, None)
 
 
 @dataclass(frozen=True)
@@ -341,9 +419,21 @@ def _z_indexes(shape) -> np.ndarray:
     return np.broadcast_to(np.arange(shape[1]).reshape(1, -1, 1, 1), shape)
 
 
-def decompress(data: bytes, *, progress: Progress | None = None) -> Image.Image:
-    """Decode the bytes of an .aec file into a PIL image of the mode it was made from."""
+def decompress(data: bytes, *, scale: int = 1, progress: Progress | None = None) -> Image.Image:
+    """Decode the bytes of an .aec file into a PIL image of the mode it was made from.
+
+    scale=2 decodes at twice the coded width and height through the super-resolution head."""
+    return _decode(data, scale, None, progress)
+
+
+def _decode(data: bytes, scale: int, original: np.ndarray | None, progress: Progress | None) -> Image.Image:
+    """`decompress`; for scale 2, the super-resolution head's base is `original` (HxWx3) when given."""
     import torch
+
+    from .heads import SCALE
+
+    if scale not in (1, SCALE):
+        raise AecError(f"scale must be 1 or {SCALE}, got {scale!r}")
 
     c = container.parse(bytes(data))
     header = c.header
@@ -359,11 +449,13 @@ def decompress(data: bytes, *, progress: Progress | None = None) -> Image.Image:
         windows = [tuple((a * 4, b * 4, c * 4, d * 4) for a, b, c, d in pair) for pair in tiles]
     else:
         tiles = _windows(rows // 4, cols // 4, header.tile // TILE_ALIGN, HYPER_MARGIN)
-        windows = _windows(rows, cols, WINDOW // STRIDE, MARGIN // STRIDE)
+        windows = _windows(rows, cols, WINDOW // STRIDE, (MARGIN if scale == 1 else SR_MARGIN) // STRIDE)
+    sr = _head("super-resolution") if scale != 1 else None
     steps = _Steps(progress, len(tiles) + len(windows))
     z_values = torch.empty(1, N, rows // 4, cols // 4, dtype=torch.long)
     y_hat = torch.empty(1, M, rows, cols)
-    colour = np.empty((header.height, header.width, 3), dtype=np.uint8)
+    width, height = header.width * scale, header.height * scale
+    colour = np.empty((height, width, 3), dtype=np.uint8)
     with torch.inference_mode(), _native_kernels():
         for (keep, _), streams in zip(tiles, c.tiles):
             z = z_values[(..., *_slices(keep))]
@@ -374,8 +466,18 @@ def decompress(data: bytes, *, progress: Progress | None = None) -> Image.Image:
             y_hat[(..., *_slices(keep, scale=4))] = torch.from_numpy(y_values).reshape(means.shape) + means
             steps.advance()
         for keep, window in windows:
-            x_hat = model.synthesise(y_hat[(..., *_slices(window))], q)[0][(..., *_slices(keep, window, STRIDE))]
-            top, left = keep[0] * STRIDE, keep[1] * STRIDE
+            y = y_hat[(..., *_slices(window))]
+            if sr is None:
+                x = model.synthesise(y, q)
+            else:
+                features = model.features(y, q)
+                if original is None:
+                    base = model.g_s[-1](features).clamp_(0, 1).mul_(255).round_().div_(255)
+                else:
+                    base = _window_pixels(original, window)
+                x = sr(features, base, original is not None).clamp_(0, 1)
+            x_hat = x[0][(..., *_slices(keep, window, STRIDE * scale))]
+            top, left = keep[0] * STRIDE * scale, keep[1] * STRIDE * scale
             part = colour[top : top + x_hat.shape[1], left : left + x_hat.shape[2]]  # cut to the image
             part[...] = (x_hat[:, : part.shape[0], : part.shape[1]] * 255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
             steps.advance()
@@ -385,7 +487,10 @@ def decompress(data: bytes, *, progress: Progress | None = None) -> Image.Image:
     else:
         channels = [colour]
     if header.has_alpha:
-        channels.append(_alpha_plane(c.alpha, header.width, header.height))
+        alpha = _alpha_plane(c.alpha, header.width, header.height)
+        if scale != 1:
+            alpha = np.asarray(Image.fromarray(alpha).resize((width, height), Image.Resampling.BICUBIC))
+        channels.append(alpha)
     pixels = np.dstack(channels) if len(channels) > 1 or channels[0].ndim == 3 else channels[0]
     image = Image.fromarray(pixels, header.mode)
     if header.icc:

@@ -110,25 +110,30 @@ class GainedHyperprior(nn.Module):
     def forward(self, x: Tensor, quality: Tensor) -> dict[str, Tensor]:
         """Training path: noisy latents for the rate, rounded latents for the decoder (STE).
 
-        Returns x_hat and the likelihoods of y and z, all in float32 even under autocast.
-        """
+        Returns x_hat, g_s's last hidden features and the likelihoods of y and z, all in float32 even
+        under autocast."""
+        return self.rate_distortion(self.g_a(x), quality)
+
+    def rate_distortion(self, y: Tensor, quality: Tensor) -> dict[str, Tensor]:
+        """`forward` from a latent before the gain (from g_a, or from g_a with the denoising adapters)."""
         gain, inv_gain = self.gains(quality)
-        y = self.g_a(x) * gain
+        y = y * gain
         z = self.h_a(y)
         # The entropy models need float32: likelihoods of 1e-9 are meaningless in bf16.
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with torch.autocast(device_type=y.device.type, enabled=False):
             y, z = y.float(), z.float()
             _, z_likelihoods = self.entropy_bottleneck(z)
             # Detached: the medians (quantiles) are fitted by the auxiliary loss alone.
             z_offset = self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
             z_hat = quantize_ste(z - z_offset) + z_offset
         scales, means = self.h_s(z_hat).chunk(2, 1)
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with torch.autocast(device_type=y.device.type, enabled=False):
             scales, means = scales.float(), means.float()
             _, y_likelihoods = self.gaussian_conditional(y, scales, means)
             y_hat = quantize_ste(y - means) + means
-        x_hat = self.g_s(y_hat * inv_gain)
-        return {"x_hat": x_hat, "y_likelihoods": y_likelihoods, "z_likelihoods": z_likelihoods}
+        features = self.g_s[:-1](y_hat * inv_gain)
+        return {"x_hat": self.g_s[-1](features), "features": features,
+                "y_likelihoods": y_likelihoods, "z_likelihoods": z_likelihoods}
 
     # --- coding-time pieces, called by the codec -------------------------------------------
 
@@ -164,10 +169,14 @@ class GainedHyperprior(nn.Module):
         """The factorized prior's medians, (1, N, 1, 1): z is coded as `round(z - median)`."""
         return self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
 
+    def features(self, y_hat: Tensor, quality: Tensor) -> Tensor:
+        """Dequantized y -> g_s's last hidden layer (B,N,H/2,W/2), on which the heads build."""
+        _, inv_gain = self.gains(quality)
+        return self.g_s[:-1](y_hat.float() * inv_gain)
+
     def synthesise(self, y_hat: Tensor, quality: Tensor) -> Tensor:
         """Dequantized y -> pixels in [0,1] (clamped)."""
-        _, inv_gain = self.gains(quality)
-        return self.g_s(y_hat.float() * inv_gain).clamp_(0, 1)
+        return self.g_s[-1](self.features(y_hat, quality)).clamp_(0, 1)
 
     def for_coding(self) -> "GainedHyperprior":
         """Eval mode, the integer h_s built, and the float h_s in float64 (for version 1 files)."""

@@ -21,6 +21,7 @@ from typing import Any
 from .files import atomic_write
 
 DEFAULT_NAME = "aecodec-mshp-v1"
+HEAD_NAMES = {"super-resolution": "aecodec-sr-v1", "denoising": "aecodec-denoise-v1"}
 MODEL_ID_BYTES = 8
 # Buffers whose size is only known once the tables are built (compressai registers them empty).
 _TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
@@ -116,11 +117,30 @@ def load_coding_model(name: str = DEFAULT_NAME, folder: Path | None = None):
     return weights, load_model(weights).for_coding()
 
 
+@lru_cache(maxsize=4)
+def load_head(kind: str, folder: Path | None = None):
+    """The verified head of this kind ("super-resolution" or "denoising"), in eval mode, cached per
+    process. Refuses a head trained on other backbone weights than the installed ones."""
+    from safetensors import safe_open
+
+    from .heads import HeadConfig, build_head
+
+    weights = find_weights(HEAD_NAMES[kind], folder)
+    backbone = find_weights(DEFAULT_NAME, folder)
+    if weights.manifest.get("backbone") != backbone.manifest["model_id"]:
+        raise WeightsError(f"{weights.path.name} was trained for backbone {weights.manifest.get('backbone')}, "
+                           f"not the installed {backbone.manifest['model_id']}: retrain it with tools/train_heads.py")
+    with safe_open(str(weights.path), framework="pt", device="cpu") as f:
+        head = build_head(HeadConfig.from_json(f.metadata()["config"]))
+        head.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
+    return head.eval().requires_grad_(False)
+
+
 def save_weights(model, path: Path, info: dict[str, Any]) -> dict[str, Any]:
-    """Write `path` (.safetensors) with its tables, and the manifest beside it; both atomically."""
+    """Write `path` (.safetensors) and the manifest beside it, both atomically. The model's `config`
+    goes in the file's metadata; a codec model needs its tables built first (`build_tables`)."""
     from safetensors.torch import save_file
 
-    model.build_tables()
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"config": model.config.to_json()}))

@@ -167,3 +167,36 @@ def test_progress_bar_only_for_large_images(png, tmp_path):
     Image.fromarray(synthetic_image(1040, 1100)).save(large)  # 3x3 windows
     r = run("compress", large, "-q", "1")
     assert r.exit_code == 0 and "compressing" in r.stderr
+
+
+def test_heads_from_the_command_line(png, tmp_path):
+    r = run("compress", png, "-q", "7")
+    assert r.exit_code == 0, r.output
+    big = tmp_path / "big.png"
+    r = run("decompress", png.with_suffix(".aec"), "--scale", "2", "-o", big)
+    assert r.exit_code == 0, r.output
+    assert Image.open(big).size == (240, 160) and "240x160" in r.output
+
+    r = run("upscale", png)
+    assert r.exit_code == 0, r.output
+    assert Image.open(tmp_path / "img.x2.png").size == (240, 160)
+
+    noisy = tmp_path / "noisy.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(np.clip(synthetic_image(80, 120) + rng.normal(0, 20, (80, 120, 3)), 0, 255).astype(np.uint8)).save(noisy)
+    r = run("denoise", noisy)
+    assert r.exit_code == 0, r.output
+    assert "noise sigma" in r.output and Image.open(tmp_path / "noisy.denoised.png").size == (120, 80)
+    r = run("compress", noisy, "--denoise", "--sigma", "20", "-o", tmp_path / "clean.aec")
+    assert r.exit_code == 0 and "noise sigma 20.0" in r.output, r.output
+    assert run("decompress", tmp_path / "clean.aec").exit_code == 0  # the ordinary decoder
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sigma", "10"], "--sigma goes with --denoise"),
+    (["--denoise", "--bpp", "1"], "--denoise works with --quality"),
+    (["--denoise", "--sigma", "90"], "0<=x<=75"),
+])
+def test_denoise_option_errors(png, args, message):
+    r = run("compress", png, *args)
+    assert r.exit_code == 2 and message in r.output, r.output

@@ -20,15 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aecodec.model import GainedHyperprior, ModelConfig  # noqa: E402
 from aecodec.files import atomic_write  # noqa: E402
 from aecodec.weights import find_weights, load_model, load_state, save_weights  # noqa: E402
+from crops import load_images, random_crops  # noqa: E402
 from prepare_data import image_files, is_validation  # noqa: E402
 
 # ----------------------------------------------------------------------------- arguments
@@ -65,6 +64,7 @@ def export(ckpt_path: Path, out: Path, info_path: Path | None) -> None:
     info = {"steps": ckpt["step"], "train_seconds": round(ckpt["elapsed"]), "history": ckpt.get("history", [])}
     if info_path:
         info.update(json.loads(info_path.read_text()))
+    model.build_tables()
     manifest = save_weights(model, out, info)
     print(f"wrote {out} ({manifest['sha256'][:16]}, step {ckpt['step']})")
 
@@ -98,17 +98,6 @@ def log(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------- data
-def load_images(paths: list[Path], min_size: int) -> list[torch.Tensor]:
-    """Decode every image once into uint8 CHW tensors; the crops are small, so all fit in memory."""
-    images = []
-    for path in paths:
-        with Image.open(path) as im:
-            a = np.asarray(im.convert("RGB"))
-        if min(a.shape[:2]) >= min_size:
-            images.append(torch.from_numpy(a.copy()).permute(2, 0, 1))
-    return images
-
-
 files = image_files(args.data)
 train_images = load_images([f for f in files if not is_validation(f)], args.crop)
 val_images = load_images([f for f in files if is_validation(f)][: args.val_images], 256)
@@ -116,24 +105,6 @@ if not train_images:
     sys.exit(f"no training images of at least {args.crop}px in {args.data}")
 log(f"data: {len(train_images)} training images, {len(val_images)} validation images from {args.data}")
 gen = torch.Generator().manual_seed(args.seed * 1000 + rank)
-
-
-def sample_batch() -> torch.Tensor:
-    """Random crops with random horizontal and vertical flips, as float in [0,1] on the device."""
-    crops = []
-    for i in torch.randint(len(train_images), (args.batch,), generator=gen).tolist():
-        img = train_images[i]
-        top = torch.randint(img.shape[1] - args.crop + 1, (1,), generator=gen).item()
-        left = torch.randint(img.shape[2] - args.crop + 1, (1,), generator=gen).item()
-        crop = img[:, top : top + args.crop, left : left + args.crop]
-        flips = torch.rand(2, generator=gen)
-        if flips[0] < 0.5:
-            crop = crop.flip(2)
-        if flips[1] < 0.5:
-            crop = crop.flip(1)
-        crops.append(crop)
-    x = torch.stack(crops).to(device, non_blocking=True).float().div_(255)
-    return x.contiguous(memory_format=torch.channels_last)
 
 
 # ----------------------------------------------------------------------------- model, optimizers
@@ -230,7 +201,7 @@ while (not args.steps or step < args.steps) and (not args.time_budget or elapsed
     lr = learning_rate(progress())
     for group in optimizer.param_groups:
         group["lr"] = lr
-    x = sample_batch()
+    x = random_crops(train_images, args.batch, args.crop, gen, device)
     levels = torch.randint(config.levels, (args.batch,), device=device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         out = train_model(x, levels.float() + 1)

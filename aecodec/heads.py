@@ -1,0 +1,140 @@
+"""Denoising and super-resolution heads on the codec's frozen backbone.
+
+Super-resolution (decoder side): from g_s's last hidden layer (N channels at half the decoded size)
+and the decoded image, three convolutions and a pixel shuffle predict what bicubic enlargement lacks.
+It works on any .aec file: the bits are those of the ordinary file. `upscale`, which has the original
+image, gives the head the original in place of the decoded one.
+
+Denoising: residual adapters after g_a's three GDN layers, told the noise level, move the latent of a
+noisy image towards the latent of the clean one, so that the encoder spends its bits on the signal and
+the file decodes with the ordinary decoder (`compress --denoise`). `denoise` then runs a small
+full-resolution refiner on the noisy image and the decoded one to restore fine detail.
+
+The backbone is frozen: with the heads off, the codec gives the same bits and pixels as without them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from compressai.layers import GDN
+from torch import Tensor
+
+SCALE = 2  # the super-resolution factor the head is trained for
+SIGMA_UNIT = 50.0  # noise levels (8-bit units) are fed to the networks divided by this
+MAX_SIGMA = 75.0  # the largest noise level accepted (training covers 0..50)
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Everything needed to rebuild a head; stored in its weights file."""
+
+    kind: str  # "super-resolution" or "denoising"
+    N: int = 128  # channels of the backbone's transforms
+    channels: int = 64  # hidden channels of the head's convolutions at the backbone's resolutions
+    refine_channels: int = 32  # hidden channels of the denoising refiner (full resolution)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "HeadConfig":
+        return cls(**json.loads(text))
+
+
+def _conv(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1)
+
+
+def _quiet_last(seq: nn.Sequential) -> None:
+    """Scale down the last convolution so that a fresh head starts close to doing nothing."""
+    last = [m for m in seq if isinstance(m, nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.mul_(0.1)
+        last.bias.zero_()
+
+
+def _level_map(sigma: Tensor, like: Tensor) -> Tensor:
+    """Noise levels (B,) in 8-bit units -> a (B,1,H,W) plane the size of `like`."""
+    return (sigma.to(like.dtype) / SIGMA_UNIT).view(-1, 1, 1, 1).expand(-1, 1, *like.shape[2:])
+
+
+class SuperResolution(nn.Module):
+    """x2: bicubic enlargement of a base image plus the detail predicted from g_s's hidden features.
+
+    The base is the decoded image (`decompress --scale 2`), or the original image when there is one
+    (`upscale`), which spares the enlargement the coding loss; a flag plane tells the head which."""
+
+    def __init__(self, config: HeadConfig = HeadConfig("super-resolution")):
+        super().__init__()
+        self.config = config
+        r = 2 * SCALE  # the features are at half the base's size
+        c = config.channels
+        self.unshuffle = nn.PixelUnshuffle(2)  # the base, folded to the features' size: 12 channels
+        self.body = nn.Sequential(_conv(config.N + 13, c), nn.ReLU(inplace=True), _conv(c, c), nn.ReLU(inplace=True),
+                                  _conv(c, 3 * r * r), nn.PixelShuffle(r))
+        _quiet_last(self.body)
+
+    def forward(self, features: Tensor, base: Tensor, original: bool) -> Tensor:
+        """(B,N,H/2,W/2) features and the (B,3,H,W) base -> (B,3,2H,2W), not clamped."""
+        flag = torch.full_like(features[:, :1], float(original))
+        detail = self.body(torch.cat([features, self.unshuffle(base), flag], 1))
+        return F.interpolate(base, scale_factor=SCALE, mode="bicubic", align_corners=False) + detail
+
+
+class Denoising(nn.Module):
+    """Adapters for g_a (encoder side) and a full-resolution refiner (for `denoise` only)."""
+
+    def __init__(self, config: HeadConfig = HeadConfig("denoising")):
+        super().__init__()
+        self.config = config
+        n, c, rc = config.N, config.channels, config.refine_channels
+
+        def adapter() -> nn.Sequential:
+            seq = nn.Sequential(_conv(n + 1, c), nn.ReLU(inplace=True), _conv(c, n))
+            _quiet_last(seq)
+            return seq
+
+        self.adapters = nn.ModuleList(adapter() for _ in range(3))
+        self.refiner = nn.Sequential(_conv(7, rc), nn.ReLU(inplace=True), _conv(rc, rc), nn.ReLU(inplace=True),
+                                     _conv(rc, rc), nn.ReLU(inplace=True), _conv(rc, 3))
+        _quiet_last(self.refiner)
+
+    def analyse(self, g_a: nn.Sequential, x: Tensor, sigma: Tensor) -> Tensor:
+        """g_a with an adapter after each GDN: noisy pixels (B,3,H,W), noise levels (B,) -> latent."""
+        adapters = iter(self.adapters)
+        h = x
+        for layer in g_a:
+            h = layer(h)
+            if isinstance(layer, GDN):
+                h = h + next(adapters)(torch.cat([h, _level_map(sigma, h)], 1))
+        return h
+
+    def refine(self, noisy: Tensor, decoded: Tensor, sigma: Tensor) -> Tensor:
+        """The decoded (denoised) image plus the detail the refiner finds in the noisy one; not clamped."""
+        return decoded + self.refiner(torch.cat([noisy, decoded, _level_map(sigma, noisy)], 1))
+
+
+HEADS = {"super-resolution": SuperResolution, "denoising": Denoising}
+
+
+def build_head(config: HeadConfig) -> nn.Module:
+    return HEADS[config.kind](config)
+
+
+def estimate_sigma(pixels: np.ndarray) -> float:
+    """Standard deviation (8-bit units) of white noise in an HxWxC image: the median absolute diagonal
+    Haar detail over 0.6745 (Donoho and Johnstone 1994), averaged over the channels. Texture makes it
+    read a little high on clean images (about 1-3 on photos)."""
+    a = pixels.astype(np.float32)
+    h, w = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2
+    if h == 0 or w == 0:
+        return 0.0
+    a = a[:h, :w].reshape(h, w, -1)
+    detail = (a[0::2, 0::2] - a[0::2, 1::2] - a[1::2, 0::2] + a[1::2, 1::2]) / 2
+    return float(np.median(np.abs(detail), axis=(0, 1)).mean() / 0.6745)

@@ -1,0 +1,131 @@
+"""The denoising and super-resolution heads: sizes, modes, windows, the backbone untouched, and that
+they do what they are for on a real photo (Grace Hopper, public domain, shipped with matplotlib)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aecodec import codec
+from aecodec.errors import AecError
+from aecodec.heads import estimate_sigma
+from aecodec.weights import WeightsError, load_head, weights_dir
+from conftest import psnr, synthetic_image
+
+
+@pytest.fixture(scope="module")
+def hopper() -> np.ndarray:
+    """A real photo, reduced 2x from its JPEG (which removes most of the JPEG's artifacts), 256x296 px."""
+    from matplotlib import cbook
+
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as im:
+        return np.asarray(im.convert("RGB").resize((256, 300), Image.Resampling.BICUBIC))[:296]
+
+
+def luma_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    weights = np.array([65.481, 128.553, 24.966]) / 255
+    return psnr(a.astype(np.float64) @ weights, b.astype(np.float64) @ weights)
+
+
+def noisy(clean: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(np.round(clean + rng.normal(0, sigma, clean.shape)), 0, 255).astype(np.uint8)
+
+
+def test_decompress_at_scale_2_beats_bicubic_of_the_decoded_image(hopper):
+    small = Image.fromarray(hopper).resize((128, 148), Image.Resampling.BICUBIC)
+    data = codec.compress(small, 8)
+    big = codec.decompress(data, scale=2)
+    assert big.size == (256, 296) and big.mode == "RGB"
+    bicubic = codec.decompress(data).resize((256, 296), Image.Resampling.BICUBIC)
+    assert luma_psnr(np.asarray(big), hopper) > luma_psnr(np.asarray(bicubic), hopper) + 0.3
+
+
+def test_upscale_beats_bicubic(hopper):
+    small = Image.fromarray(hopper).resize((128, 148), Image.Resampling.BICUBIC)
+    big = codec.upscale(small)
+    bicubic = small.resize((256, 296), Image.Resampling.BICUBIC)
+    assert big.size == (256, 296)
+    assert luma_psnr(np.asarray(big), hopper) > luma_psnr(np.asarray(bicubic), hopper) + 0.3
+
+
+def test_scale_2_keeps_mode_and_alpha(photo):
+    alpha = np.tile(np.linspace(0, 255, photo.shape[1]).astype(np.uint8), (photo.shape[0], 1))
+    for image in (Image.fromarray(photo).convert("L"), Image.fromarray(np.dstack([photo, alpha]), "RGBA")):
+        big = codec.decompress(codec.compress(image, 6), scale=2)
+        assert big.mode == image.mode and big.size == (2 * image.width, 2 * image.height)
+    big_alpha = np.asarray(big)[:, :, 3].astype(np.float64)
+    assert np.abs(big_alpha[::2, ::2] - alpha).max() <= 2  # a smooth ramp stays itself
+
+
+def test_scale_2_windows_leave_no_trace(monkeypatch):
+    data = codec.compress(Image.fromarray(synthetic_image(150, 200, seed=3)), 7)
+    whole = np.asarray(codec.decompress(data, scale=2))
+    monkeypatch.setattr(codec, "WINDOW", 64)
+    assert np.array_equal(np.asarray(codec.decompress(data, scale=2)), whole)
+
+
+def test_bad_scale_is_refused(photo):
+    with pytest.raises(AecError, match="scale"):
+        codec.decompress(codec.compress(Image.fromarray(photo), 4), scale=3)
+
+
+def test_denoise_removes_noise(hopper):
+    image = hopper[:160, :192]
+    noise = noisy(image, 25)
+    out = np.asarray(codec.denoise(Image.fromarray(noise), 25))
+    assert out.shape == image.shape
+    assert psnr(out, image) > psnr(noise, image) + 6
+
+
+def test_compress_denoise_spends_fewer_bits_and_decodes_with_the_plain_decoder(hopper):
+    image = hopper[:160, :192]
+    noise = Image.fromarray(noisy(image, 25))
+    plain = codec.compress(noise, 4)
+    clean = codec.compress(noise, 4, denoise=25)
+    assert len(clean) < 0.8 * len(plain)
+    decoded = np.asarray(codec.decompress(clean))  # the ordinary decoder: no head involved
+    assert psnr(decoded, image) > psnr(np.asarray(codec.decompress(plain)), image) + 1
+
+
+def test_denoise_analysis_windows_leave_no_trace(monkeypatch):
+    image = Image.fromarray(noisy(synthetic_image(150, 200, seed=4), 20))
+    whole = codec.compress(image, 5, denoise=20)
+    monkeypatch.setattr(codec, "WINDOW", 64)
+    assert codec.compress(image, 5, denoise=20) == whole
+
+
+def test_denoise_keeps_mode_alpha_and_metadata(photo):
+    alpha = np.full(photo.shape[:2], 99, np.uint8)
+    image = Image.fromarray(np.dstack([noisy(photo, 15), alpha]), "RGBA")
+    image.info["icc_profile"] = b"icc"
+    out = codec.denoise(image, 15)
+    assert out.mode == "RGBA" and out.size == image.size and out.info["icc_profile"] == b"icc"
+    assert np.array_equal(np.asarray(out)[:, :, 3], alpha)
+    grey = codec.denoise(Image.fromarray(noisy(photo, 15)).convert("L"), 15)
+    assert grey.mode == "L" and grey.size == image.size
+
+
+@pytest.mark.parametrize("sigma", [-1, 80, "loud"])
+def test_bad_noise_levels_are_refused(photo, sigma):
+    with pytest.raises(AecError, match="noise level"):
+        codec.compress(Image.fromarray(photo), 4, denoise=sigma)
+
+
+@pytest.mark.parametrize("sigma", [5, 15, 25, 50])
+def test_noise_level_estimate(hopper, sigma):
+    assert estimate_sigma(noisy(hopper, sigma)) == pytest.approx(sigma, rel=0.2, abs=2)
+    assert codec.noise_level(Image.fromarray(noisy(hopper, sigma))) == pytest.approx(sigma, rel=0.2, abs=2)
+
+
+def test_heads_refuse_another_backbone(tmp_path):
+    for path in weights_dir().iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    manifest = tmp_path / "aecodec-sr-v1.json"
+    doc = json.loads(manifest.read_text())
+    doc["backbone"] = "0123456789abcdef"
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(WeightsError, match="backbone 0123456789abcdef"):
+        load_head("super-resolution", tmp_path)
