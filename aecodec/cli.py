@@ -70,6 +70,16 @@ def _version_text() -> str:
               f"  data: {m.get('data', {}).get('sources_and_licences', 'see the manifest')}"]
     if kodak:
         lines.append(f"  Kodak: BD-rate {kodak['bd_rate_vs_jpeg2000']:+.1f}% against JPEG 2000 ({kodak.get('images')} images)")
+    from .weights import HEAD_NAMES
+
+    for kind, name in HEAD_NAMES.items():
+        try:
+            h = find_weights(name).manifest
+        except WeightsError as e:
+            lines.append(f"{kind} head: none ({e})")
+            continue
+        usable = "" if h.get("backbone") == m["model_id"] else f", trained for backbone {h.get('backbone')}: unusable"
+        lines.append(f"{kind} head {h['model_id']}: {h.get('parameters')} parameters, {h.get('steps')} steps{usable}")
     return "\n".join(lines)
 
 

@@ -13,9 +13,9 @@ noisy image, both at quality 4, PSNR against the clean image.
 
 Super-resolution x2 (Set5, Set14): the high-resolution image cropped to even sides, reduced with
 Pillow's bicubic (antialiased, like MATLAB's imresize); PSNR on BT.601 luma with 2 border pixels
-cropped. Bicubic enlargement of the reduced image, aecodec's `upscale` (coded at quality 8 or 4, then
-decoded at twice the size), and bicubic enlargement of the quality-8 decoded image (what the head adds
-over decoding then resizing).
+cropped. Bicubic enlargement of the reduced image; aecodec's `upscale` (coded at quality 8 or 4, decoded
+at twice the size on the original pixels); `decompress --scale 2` of the file (the decoded pixels as
+base); and bicubic enlargement of the decoded file (what the head adds over decoding then resizing).
 
 Results are kept per image in the output JSON, which a rerun resumes; the summary (means) is rewritten
 at the end. Published figures (SRCNN, EDSR on Set5) are quoted for reference, not measured here.
@@ -93,21 +93,30 @@ def tune_nlm(images: list[Path]) -> dict[int, float]:
     return best
 
 
-def denoise_image(path: Path, dataset: str, nlm_h: dict[int, float], rate: bool) -> dict:
+def baselines(path: Path, nlm_h: dict[int, float]) -> dict[str, dict]:
+    """Noisy input, OpenCV NLM and CBM3D for each sigma: they depend on no weights, so they are kept apart."""
+    clean = rgb(path)
+    rows = {}
+    for sigma in SIGMAS:
+        noisy = add_noise(clean, sigma, path.name)
+        start = time.perf_counter()
+        denoised = cbm3d(noisy, sigma)
+        rows[str(sigma)] = {"noisy": psnr(noisy, clean), "nlm": psnr(nlm(noisy, nlm_h[sigma] * sigma), clean),
+                            "bm3d": psnr(denoised, clean), "bm3d_seconds": time.perf_counter() - start}
+    return rows
+
+
+def denoise_image(path: Path, rate: bool) -> dict[str, dict]:
+    """aecodec's denoising of each sigma: told the sigma, estimating it, without the refiner; the rates."""
     from aecodec import codec
 
     clean = rgb(path)
-    result = {"dataset": dataset, "image": path.name, "sigmas": {}}
+    rows = {}
     for sigma in SIGMAS:
-        noisy = add_noise(clean, sigma, path.name)
-        noisy_image = Image.fromarray(noisy)
-        row = {"noisy": psnr(noisy, clean), "nlm": psnr(nlm(noisy, nlm_h[sigma] * sigma), clean)}
+        noisy_image = Image.fromarray(add_noise(clean, sigma, path.name))
         start = time.perf_counter()
-        row["bm3d"] = psnr(cbm3d(noisy, sigma), clean)
-        row["bm3d_seconds"] = time.perf_counter() - start
-        start = time.perf_counter()
-        row["aecodec"] = psnr(np.asarray(codec.denoise(noisy_image, sigma, quality=QUALITY)), clean)
-        row["aecodec_seconds"] = time.perf_counter() - start
+        row = {"aecodec": psnr(np.asarray(codec.denoise(noisy_image, sigma, quality=QUALITY)), clean),
+               "aecodec_seconds": time.perf_counter() - start}
         estimated = codec.noise_level(noisy_image)
         row["estimated_sigma"] = estimated
         row["aecodec_estimated"] = psnr(np.asarray(codec.denoise(noisy_image, min(estimated, 75), quality=QUALITY)), clean)
@@ -119,8 +128,8 @@ def denoise_image(path: Path, dataset: str, nlm_h: dict[int, float], rate: bool)
                 data = codec.compress(noisy_image, RATE_QUALITY, denoise=level)
                 row[f"rate_{key}_bpp"] = len(data) * 8 / pixels
                 row[f"rate_{key}_psnr"] = psnr(np.asarray(codec.decompress(data)), clean)
-        result["sigmas"][str(sigma)] = row
-    return result
+        rows[str(sigma)] = row
+    return rows
 
 
 def sr_image(path: Path, dataset: str) -> dict:
@@ -137,9 +146,10 @@ def sr_image(path: Path, dataset: str) -> dict:
     for q in (QUALITY, RATE_QUALITY):
         data = codec.compress(lr, q)
         row[f"q{q:g}_bpp_lr"] = len(data) * 8 / (lr.width * lr.height)
+        row[f"upscale_q{q:g}"] = psnr_y(np.asarray(codec.upscale(lr, quality=q)), hr)
         start = time.perf_counter()
-        row[f"aecodec_q{q:g}"] = psnr_y(np.asarray(codec.decompress(data, scale=2)), hr)
-        row[f"aecodec_q{q:g}_seconds"] = time.perf_counter() - start
+        row[f"decompress_x2_q{q:g}"] = psnr_y(np.asarray(codec.decompress(data, scale=2)), hr)
+        row[f"decompress_x2_q{q:g}_seconds"] = time.perf_counter() - start
         row[f"decoded_bicubic_q{q:g}"] = psnr_y(np.asarray(codec.decompress(data).resize((w, h), Image.Resampling.BICUBIC)), hr)
     return row
 
@@ -148,8 +158,12 @@ def _work(task: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    kind, *args = task
-    return denoise_image(*args) if kind == "denoise" else sr_image(*args)
+    kind, path, dataset, *args = task
+    if kind == "baselines":
+        return baselines(path, *args)
+    if kind == "denoise":
+        return denoise_image(path, *args)
+    return sr_image(path, dataset)
 
 
 def head_costs(image: Path) -> dict:
@@ -190,21 +204,24 @@ def head_costs(image: Path) -> dict:
 
 
 def summarise(results: dict) -> dict:
+    """Means per set (and sigma) over the images that have every result."""
     summary: dict = {"denoising": {}, "super_resolution": {}}
-    by_set: dict[str, list] = {}
-    for r in results["denoise"].values():
-        by_set.setdefault(r["dataset"], []).append(r)
-    for dataset, rows in by_set.items():
-        for sigma in SIGMAS:
-            cells = [r["sigmas"][str(sigma)] for r in rows]
-            keys = [k for k in cells[0] if all(k in c for c in cells)]
-            summary["denoising"][f"{dataset} sigma {sigma}"] = {"images": len(cells), **{k: round(float(np.mean([c[k] for c in cells])), 4) for k in keys}}
-    by_set = {}
-    for r in results["sr"].values():
-        by_set.setdefault(r["dataset"], []).append(r)
-    for dataset, rows in by_set.items():
-        keys = [k for k in rows[0] if k not in ("dataset", "image")]
-        summary["super_resolution"][dataset] = {"images": len(rows), **{k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}}
+    by_set: dict[str, list[str]] = {}
+    for key in results["denoise"]:
+        by_set.setdefault(key.split("/")[0], []).append(key)
+    for dataset, keys in by_set.items():
+        for sigma in map(str, SIGMAS):
+            cells = [{**results["baselines"].get(k, {}).get(sigma, {}), **results["denoise"][k][sigma]} for k in keys]
+            fields = [f for f in cells[0] if all(f in c for c in cells)]
+            summary["denoising"][f"{dataset} sigma {sigma}"] = {
+                "images": len(cells), **{f: round(float(np.mean([c[f] for c in cells])), 4) for f in fields}}
+    rows_by_set: dict[str, list[dict]] = {}
+    for key, row in results["sr"].items():
+        rows_by_set.setdefault(key.split("/")[0], []).append(row)
+    for dataset, rows in rows_by_set.items():
+        fields = [f for f in rows[0] if f not in ("dataset", "image")]
+        summary["super_resolution"][dataset] = {
+            "images": len(rows), **{f: round(float(np.mean([r[f] for r in rows])), 4) for f in fields}}
     return summary
 
 
@@ -215,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--jobs", type=int, default=1, help="images in parallel (processes, 1 thread each)")
     ap.add_argument("--only", choices=("denoise", "sr"), help="run one part")
+    ap.add_argument("--baselines-only", action="store_true", help="only the denoising baselines (no aecodec weights needed)")
     args = ap.parse_args(argv)
 
     from aecodec.files import atomic_write
@@ -223,8 +241,10 @@ def main(argv: list[str] | None = None) -> None:
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     heads = {kind: find_weights(name).manifest["model_id"] for kind, name in HEAD_NAMES.items()}
     key = {"backbone": find_weights().manifest["model_id"], "heads": heads}
-    if results.get("weights") != key:
-        results = {"weights": key, "denoise": {}, "sr": {}}  # other weights: start over
+    results.setdefault("baselines", {})
+    if results.get("weights") != key:  # other weights: aecodec's results start over, the baselines stay
+        results.update(weights=key, denoise={}, sr={})
+        results.pop("costs", None)
 
     def save() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -240,20 +260,24 @@ def main(argv: list[str] | None = None) -> None:
             print(f"NLM h/sigma per sigma (tuned on 4 CBSD68 images): {results['nlm_h']}", flush=True)
         nlm_h = {int(k): v for k, v in results["nlm_h"].items()}
         for dataset, files in (("kodak", sorted(args.kodak.glob("*.png"))), ("CBSD68", cbsd)):
-            tasks += [("denoise", p, dataset, nlm_h, dataset == "kodak") for p in files
-                      if f"{dataset}/{p.name}" not in results["denoise"]]
-    if args.only != "denoise":
+            for p in files:
+                if f"{dataset}/{p.name}" not in results["baselines"]:
+                    tasks.append(("baselines", p, dataset, nlm_h))
+                if f"{dataset}/{p.name}" not in results["denoise"] and not args.baselines_only:
+                    tasks.append(("denoise", p, dataset, dataset == "kodak"))
+    if args.only != "denoise" and not args.baselines_only:
         for dataset in ("Set5", "Set14"):
             tasks += [("sr", p, dataset) for p in sorted((args.sr_eval / dataset).glob("*.png"))
                       if f"{dataset}/{p.name}" not in results["sr"]]
-    print(f"{len(tasks)} images to run", flush=True)
+    print(f"{len(tasks)} tasks to run", flush=True)
     pool = ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"))
     for task, row in zip(tasks, pool.map(_work, tasks)):
-        results["denoise" if task[0] == "denoise" else "sr"][f"{row['dataset']}/{row['image']}"] = row
+        kind, path, dataset = task[:3]
+        results["sr" if kind == "sr" else kind][f"{dataset}/{path.name}"] = row
         save()
-        print(f"{task[0]} {row['dataset']}/{row['image']} done", flush=True)
+        print(f"{kind} {dataset}/{path.name} done", flush=True)
     pool.shutdown()
-    if "costs" not in results:
+    if "costs" not in results and not args.baselines_only:
         results["costs"] = head_costs(args.kodak / "kodim23.png")
     save()
     print(json.dumps(results["summary"], indent=1))

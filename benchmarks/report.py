@@ -1,7 +1,7 @@
-"""One self-contained HTML report from the benchmark results: RD plots, BD-rates, speed, crops.
+"""One self-contained HTML report from the benchmark results: RD plots, BD-rates, speed, crops, heads.
 
     python -m benchmarks.report benchmarks/results/kodak --images ../shared/data/kodak \
-        --anchors ../shared/anchors/compressai-kodak [--check]
+        --anchors ../shared/anchors/compressai-kodak [--heads benchmarks/results/heads/heads.json] [--check]
 
 Reads every `<dataset>-<codec>.json` written by `benchmarks.classical` (aecodec included) in the
 results folder and writes `report.html` (plots and crops embedded, no external files), the plots as
@@ -153,7 +153,7 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
-def render(docs, bd, plots, speed, crop_list, crop_image) -> str:
+def render(docs, bd, plots, speed, crop_list, crop_image, heads: str = "") -> str:
     e = html.escape
     dataset = docs[ANCHOR]["dataset"]
     machine = docs[ANCHOR].get("machine", {})
@@ -195,6 +195,7 @@ log-rate over the overlapping quality range.</p>
 <table id="speed"><tr><th>codec</th><th>encode s/MP</th><th>decode s/MP</th><th>peak memory growth (MiB)</th></tr>{speed_html}</table>
 <h2>Side by side at about equal bpp ({e(crop_image)}, 2x enlarged)</h2>
 <div class="crops">{crop_html}</div>
+{heads}
 <h2>Settings</h2>
 <table id="settings"><tr><th>codec</th><th>settings</th></tr>{settings}</table>
 <script>
@@ -208,7 +209,48 @@ window.addEventListener("load", () => {{
 """
 
 
-def check_in_chromium(report: Path) -> str:
+def heads_section(path: Path | None) -> str:
+    """Tables of `benchmarks.heads` results (denoising, super-resolution, costs), or nothing."""
+    if path is None:
+        return ""
+    doc = json.loads(path.read_text())
+    e = html.escape
+    summary = doc["summary"]
+
+    def cells(row: dict, keys: tuple[str, ...]) -> str:
+        return "".join(f"<td>{row[k]:.2f}</td>" if k in row else "<td>n/a</td>" for k in keys)
+
+    dn_keys = ("noisy", "nlm", "bm3d", "aecodec", "aecodec_estimated", "aecodec_no_refiner", "estimated_sigma")
+    dn_rows = "".join(f"<tr><td>{e(name)}</td><td>{row['images']}</td>{cells(row, dn_keys)}</tr>"
+                      for name, row in summary["denoising"].items())
+    rate_rows = "".join(
+        f"<tr><td>{e(name)}</td><td>{row['rate_plain_bpp']:.3f}</td><td>{row['rate_plain_psnr']:.2f}</td>"
+        f"<td>{row['rate_denoise_bpp']:.3f}</td><td>{row['rate_denoise_psnr']:.2f}</td></tr>"
+        for name, row in summary["denoising"].items() if "rate_plain_bpp" in row)
+    sr_keys = ("bicubic", "upscale_q8", "decompress_x2_q8", "decoded_bicubic_q8", "upscale_q4", "decompress_x2_q4",
+               "decoded_bicubic_q4")
+    sr_rows = "".join(f"<tr><td>{e(name)}</td><td>{row['images']}</td>{cells(row, sr_keys)}</tr>"
+                      for name, row in summary["super_resolution"].items())
+    published = ", ".join(f"{e(k)} {v:.2f} dB" for k, v in doc.get("published", {}).items())
+    costs = doc.get("costs", {})
+    cost_rows = "".join(f"<tr><td>{e(k)}</td><td>{v:.3f}</td></tr>" if isinstance(v, float) else
+                        f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in costs.items())
+    return f"""<h2>Denoising and super-resolution heads</h2>
+<p>Measured by <code>benchmarks/heads.py</code> (its docstring gives the protocol). Denoising: mean PSNR-RGB (dB)
+against the clean images; aecodec at quality 8, told the true sigma, or the sigma it estimates.</p>
+<table id="denoising"><tr><th>set, noise</th><th>images</th><th>noisy</th><th>OpenCV NLM</th><th>CBM3D</th>
+<th>aecodec denoise</th><th>aecodec, estimated sigma</th><th>aecodec, no refiner</th><th>estimated sigma</th></tr>{dn_rows}</table>
+<p>Rate: the noisy image coded at quality 4, plainly and with <code>--denoise</code> (PSNR against the clean image).</p>
+<table id="denoise-rate"><tr><th>set, noise</th><th>plain bpp</th><th>plain PSNR</th><th>--denoise bpp</th><th>--denoise PSNR</th></tr>{rate_rows}</table>
+<p>Super-resolution x2: mean PSNR on BT.601 luma, 2 border pixels cropped. Published, for reference: {published}.</p>
+<table id="super-resolution"><tr><th>set</th><th>images</th><th>bicubic</th><th>upscale q8</th><th>decompress --scale 2, q8</th>
+<th>decoded q8, bicubic</th><th>upscale q4</th><th>decompress --scale 2, q4</th><th>decoded q4, bicubic</th></tr>{sr_rows}</table>
+<p>Costs (seconds are the best of 3 on {e(str(costs.get('image', '')))}, {costs.get('threads', '')} threads):</p>
+<table id="head-costs">{cost_rows}</table>
+"""
+
+
+def check_in_chromium(report: Path, tables: tuple[str, ...]) -> str:
     """Render the report in headless Chromium; return the summary, raise if images or tables are missing."""
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
@@ -224,10 +266,10 @@ def check_in_chromium(report: Path) -> str:
     import re
 
     m = re.search(r'data-images="(\d+)/(\d+)"', dom)
-    tables = [t for t in ("bd-rates", "speed", "settings") if f'id="{t}"' in dom]
-    if not m or m.group(1) != m.group(2) or m.group(2) == "0" or len(tables) != 3:
-        raise SystemExit(f"report check failed: images {m.group(0) if m else 'not counted'}, tables {tables}")
-    return f"Chromium rendered {report.name}: {m.group(1)}/{m.group(2)} images loaded, tables {', '.join(tables)}"
+    found = [t for t in tables if f'id="{t}"' in dom]
+    if not m or m.group(1) != m.group(2) or m.group(2) == "0" or len(found) != len(tables):
+        raise SystemExit(f"report check failed: images {m.group(0) if m else 'not counted'}, tables {found} of {tables}")
+    return f"Chromium rendered {report.name}: {m.group(1)}/{m.group(2)} images loaded, tables {', '.join(found)}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -238,6 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--crop-image", default="kodim23.png")
     ap.add_argument("--crop-box", default="256,128,448,320", help="left,top,right,bottom")
     ap.add_argument("--check", action="store_true", help="render the report in headless Chromium and check it")
+    ap.add_argument("--heads", type=Path, help="results of benchmarks.heads (JSON) to add to the report")
     args = ap.parse_args(argv)
 
     docs = load_results(args.results)
@@ -248,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     box = tuple(int(v) for v in args.crop_box.split(","))
     crop_list = crops(docs, bd, args.images, args.crop_image, box)
     report = args.results / "report.html"
-    report.write_text(render(docs, bd, plots, speed, crop_list, args.crop_image))
+    report.write_text(render(docs, bd, plots, speed, crop_list, args.crop_image, heads_section(args.heads)))
     (args.results / "bd-rates.json").write_text(json.dumps(bd, indent=1) + "\n")
     print(f"wrote {report}")
     for name, row in sorted(bd.items(), key=lambda kv: (kv[1]["psnr"] is None, kv[1]["psnr"] or 0)):
@@ -257,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, enc, dec, mem in speed:
         print(f"  {name:10s} encode {enc:.3f} s/MP  decode {dec:.3f} s/MP  memory {mem:.0f} MiB")
     if args.check:
-        print(check_in_chromium(report))
+        heads = ("denoising", "denoise-rate", "super-resolution", "head-costs") if args.heads else ()
+        print(check_in_chromium(report, ("bd-rates", "speed", "settings", *heads)))
 
 
 if __name__ == "__main__":

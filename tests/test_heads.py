@@ -6,13 +6,13 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import psnr, synthetic_image
 from PIL import Image
 
 from aecodec import codec
 from aecodec.errors import AecError
 from aecodec.heads import estimate_sigma
 from aecodec.weights import WeightsError, load_head, weights_dir
-from conftest import psnr, synthetic_image
 
 
 @pytest.fixture(scope="module")

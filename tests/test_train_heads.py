@@ -1,0 +1,62 @@
+"""tools/train_heads.py end to end on a few synthetic crops: train, resume, export, load."""
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import synthetic_image
+from PIL import Image
+
+from aecodec.weights import DEFAULT_NAME, WeightsError, load_head, weights_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def validation_name(start: int) -> str:
+    """A photo name that train.py's hash holds out for validation."""
+    i = start
+    while int(hashlib.sha1(f"val{i}".encode()).hexdigest(), 16) % 20:
+        i += 1
+    return f"val{i}"
+
+
+def train(*args: str) -> str:
+    r = subprocess.run([sys.executable, str(ROOT / "tools/train_heads.py"), *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+@pytest.mark.parametrize("kind", ["super-resolution", "denoising"])
+def test_train_resume_export_load(tmp_path, kind):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(synthetic_image(256, 256, seed=i)).save(data / f"photo{i}_0.png")
+    Image.fromarray(synthetic_image(256, 256, seed=9)).save(data / f"{validation_name(0)}_0.png")
+    ckpt = tmp_path / "head.pt"
+    common = ["--head", kind, "--ckpt", str(ckpt), "--threads", "1"]
+    out = train(*common, "--data", str(data), "--batch", "2", "--crop", "128", "--steps", "2", "--val-every", "2")
+    assert "1 validation images" in out and 'val {"step": 2' in out
+    out = train(*common, "--data", str(data), "--batch", "2", "--crop", "128", "--steps", "3", "--val-every", "100")
+    assert "resumed from" in out and "stopped at step 3" in out
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(weights_dir() / f"{DEFAULT_NAME}{suffix}", folder)
+    name = "aecodec-sr-v1" if kind == "super-resolution" else "aecodec-denoise-v1"
+    train(*common, "--export", str(folder / f"{name}.safetensors"))
+    manifest = json.loads((folder / f"{name}.json").read_text())
+    backbone = json.loads((folder / f"{DEFAULT_NAME}.json").read_text())["model_id"]
+    assert manifest["steps"] == 3 and manifest["backbone"] == backbone and manifest["kind"] == kind
+    assert [h["step"] for h in manifest["history"]] == [2]
+    head = load_head(kind, folder)
+    assert not any(p.requires_grad for p in head.parameters())
+
+    (folder / f"{name}.safetensors").write_bytes(b"not the weights")
+    with pytest.raises(WeightsError, match="corrupt"):
+        load_head.__wrapped__(kind, folder)
