@@ -209,7 +209,7 @@ def _decompress_job(job: Job, scale: int, force: bool, progress: bool) -> dict:
             "size": f"{image.width}x{image.height}", "mode": image.mode, "seconds": time.perf_counter() - start}
 
 
-def _image_job(job: Job, transform: Callable, force: bool, progress: bool) -> dict:
+def _image_job(job: Job, transform: Callable, label: str, force: bool, progress: bool) -> dict:
     """Image in, image out through a head: `transform(image, progress) -> (image, details)`."""
     from PIL import Image, UnidentifiedImageError
 
@@ -219,7 +219,7 @@ def _image_job(job: Job, transform: Callable, force: bool, progress: bool) -> di
     try:
         with Image.open(job.src) as im:
             im.load()
-            image, details = transform(im, _progress_bar("working") if progress else None)
+            image, details = transform(im, _progress_bar(label) if progress else None)
     except UnidentifiedImageError:
         raise JobError(f"{job.src} is not an image that Pillow can read") from None
     except (AecError, OSError) as e:
@@ -399,7 +399,8 @@ def upscale(sources: tuple[Path, ...], out: Path | None, scale: str, quality: fl
             as_json: bool) -> None:
     """Enlarge images through the codec and its super-resolution head [default output: NAME.x2.png]."""
     jobs = _plan(sources, out, f".x{scale}.png")
-    work = functools.partial(_image_job, transform=functools.partial(_upscale, scale=int(scale), quality=quality), force=force)
+    work = functools.partial(_image_job, transform=functools.partial(_upscale, scale=int(scale), quality=quality),
+                             label="upscaling", force=force)
     _run(jobs, work, workers, as_json, "upscaling")
 
 
@@ -413,7 +414,8 @@ def denoise(sources: tuple[Path, ...], out: Path | None, sigma: float | None, qu
             workers: int, as_json: bool) -> None:
     """Remove noise from images with the codec's denoising head [default output: NAME.denoised.png]."""
     jobs = _plan(sources, out, ".denoised.png")
-    work = functools.partial(_image_job, transform=functools.partial(_denoise, sigma=sigma, quality=quality), force=force)
+    work = functools.partial(_image_job, transform=functools.partial(_denoise, sigma=sigma, quality=quality),
+                             label="denoising", force=force)
     _run(jobs, work, workers, as_json, "denoising")
 
 

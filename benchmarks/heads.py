@@ -6,9 +6,10 @@
 Denoising (Kodak 24, CBSD68; Gaussian noise of sigma 15, 25, 50, seeded by image and sigma, clipped and
 rounded to 8 bits as a noisy PNG would be): PSNR-RGB against the clean image of the noisy input, OpenCV's
 fastNlMeansDenoisingColored (h and hColor tuned per sigma on 4 CBSD68 images, see `tune_nlm`), CBM3D
-(`bm3d.bm3d_rgb`, its default profile, told the true sigma), and aecodec's `denoise` at quality 8 told
-the true sigma, with the estimated sigma, and without its refiner (the decoded file of
-`compress --denoise`). On Kodak also the rate: `compress --denoise` against plain `compress` of the
+(`bm3d.bm3d_rgb`, its default profile, told the true sigma; about 30 s an image and sigma on Kodak here,
+so `--bm3d-sigmas CBSD68:25` limits it on a set), and aecodec's `denoise` at quality 8 told
+the true sigma and without its refiner (the decoded file of `compress --denoise`). On Kodak also with
+the estimated sigma, and the rate: `compress --denoise` against plain `compress` of the
 noisy image, both at quality 4, PSNR against the clean image.
 
 Super-resolution x2 (Set5, Set14): the high-resolution image cropped to even sides, reduced with
@@ -93,21 +94,23 @@ def tune_nlm(images: list[Path]) -> dict[int, float]:
     return best
 
 
-def baselines(path: Path, nlm_h: dict[int, float]) -> dict[str, dict]:
-    """Noisy input, OpenCV NLM and CBM3D for each sigma: they depend on no weights, so they are kept apart."""
+def baselines(path: Path, nlm_h: dict[int, float], bm3d_sigmas: tuple[int, ...]) -> dict[str, dict]:
+    """Noisy input, OpenCV NLM and CBM3D (at `bm3d_sigmas`, as it is slow) for each sigma: they depend
+    on no weights, so they are kept apart."""
     clean = rgb(path)
     rows = {}
     for sigma in SIGMAS:
         noisy = add_noise(clean, sigma, path.name)
-        start = time.perf_counter()
-        denoised = cbm3d(noisy, sigma)
-        rows[str(sigma)] = {"noisy": psnr(noisy, clean), "nlm": psnr(nlm(noisy, nlm_h[sigma] * sigma), clean),
-                            "bm3d": psnr(denoised, clean), "bm3d_seconds": time.perf_counter() - start}
+        rows[str(sigma)] = {"noisy": psnr(noisy, clean), "nlm": psnr(nlm(noisy, nlm_h[sigma] * sigma), clean)}
+        if sigma in bm3d_sigmas:
+            start = time.perf_counter()
+            rows[str(sigma)].update(bm3d=psnr(cbm3d(noisy, sigma), clean), bm3d_seconds=time.perf_counter() - start)
     return rows
 
 
 def denoise_image(path: Path, rate: bool) -> dict[str, dict]:
-    """aecodec's denoising of each sigma: told the sigma, estimating it, without the refiner; the rates."""
+    """aecodec's denoising of each sigma: told the sigma, without the refiner; with `rate`, also
+    estimating the sigma, and the rates of plain and denoising compression."""
     from aecodec import codec
 
     clean = rgb(path)
@@ -119,10 +122,10 @@ def denoise_image(path: Path, rate: bool) -> dict[str, dict]:
                "aecodec_seconds": time.perf_counter() - start}
         estimated = codec.noise_level(noisy_image)
         row["estimated_sigma"] = estimated
-        row["aecodec_estimated"] = psnr(np.asarray(codec.denoise(noisy_image, min(estimated, 75), quality=QUALITY)), clean)
         data = codec.compress(noisy_image, QUALITY, denoise=sigma)
         row["aecodec_no_refiner"] = psnr(np.asarray(codec.decompress(data)), clean)
         if rate:
+            row["aecodec_estimated"] = psnr(np.asarray(codec.denoise(noisy_image, min(estimated, 75), quality=QUALITY)), clean)
             pixels = clean.shape[0] * clean.shape[1]
             for key, level in (("plain", None), ("denoise", sigma)):
                 data = codec.compress(noisy_image, RATE_QUALITY, denoise=level)
@@ -233,18 +236,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=1, help="images in parallel (processes, 1 thread each)")
     ap.add_argument("--only", choices=("denoise", "sr"), help="run one part")
     ap.add_argument("--baselines-only", action="store_true", help="only the denoising baselines (no aecodec weights needed)")
+    ap.add_argument("--bm3d-sigmas", nargs="*", default=[], metavar="SET:S,S",
+                    help="run CBM3D at these sigmas only for a set (e.g. CBSD68:25); default: every sigma")
     args = ap.parse_args(argv)
 
     from aecodec.files import atomic_write
     from aecodec.weights import HEAD_NAMES, find_weights
 
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    heads = {kind: find_weights(name).manifest["model_id"] for kind, name in HEAD_NAMES.items()}
-    key = {"backbone": find_weights().manifest["model_id"], "heads": heads}
+    backbone = find_weights().manifest["model_id"]
+    key = {kind: f"{backbone}+{find_weights(name).manifest['model_id']}" for kind, name in HEAD_NAMES.items()}
+    old = results.get("weights", {})
+    for kind, part in (("denoising", "denoise"), ("super-resolution", "sr")):
+        if old.get(kind) != key[kind]:  # other weights: that head's results start over; the baselines stay
+            results[part] = {}
+            results.pop("costs", None)
+    results.update(weights=key)
     results.setdefault("baselines", {})
-    if results.get("weights") != key:  # other weights: aecodec's results start over, the baselines stay
-        results.update(weights=key, denoise={}, sr={})
-        results.pop("costs", None)
 
     def save() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -259,10 +267,12 @@ def main(argv: list[str] | None = None) -> None:
             results["nlm_h"] = {str(k): v for k, v in tune_nlm(cbsd[:4]).items()}
             print(f"NLM h/sigma per sigma (tuned on 4 CBSD68 images): {results['nlm_h']}", flush=True)
         nlm_h = {int(k): v for k, v in results["nlm_h"].items()}
+        bm3d_sigmas = {name: tuple(int(v) for v in values.split(",")) for name, values in
+                       (item.split(":") for item in args.bm3d_sigmas)}
         for dataset, files in (("kodak", sorted(args.kodak.glob("*.png"))), ("CBSD68", cbsd)):
             for p in files:
                 if f"{dataset}/{p.name}" not in results["baselines"]:
-                    tasks.append(("baselines", p, dataset, nlm_h))
+                    tasks.append(("baselines", p, dataset, nlm_h, bm3d_sigmas.get(dataset, SIGMAS)))
                 if f"{dataset}/{p.name}" not in results["denoise"] and not args.baselines_only:
                     tasks.append(("denoise", p, dataset, dataset == "kodak"))
     if args.only != "denoise" and not args.baselines_only:

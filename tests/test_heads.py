@@ -40,7 +40,7 @@ def test_decompress_at_scale_2_beats_bicubic_of_the_decoded_image(hopper):
     big = codec.decompress(data, scale=2)
     assert big.size == (256, 296) and big.mode == "RGB"
     bicubic = codec.decompress(data).resize((256, 296), Image.Resampling.BICUBIC)
-    assert luma_psnr(np.asarray(big), hopper) > luma_psnr(np.asarray(bicubic), hopper) + 0.3
+    assert luma_psnr(np.asarray(big), hopper) > luma_psnr(np.asarray(bicubic), hopper) + 1
 
 
 def test_upscale_beats_bicubic(hopper):
@@ -48,7 +48,7 @@ def test_upscale_beats_bicubic(hopper):
     big = codec.upscale(small)
     bicubic = small.resize((256, 296), Image.Resampling.BICUBIC)
     assert big.size == (256, 296)
-    assert luma_psnr(np.asarray(big), hopper) > luma_psnr(np.asarray(bicubic), hopper) + 0.3
+    assert luma_psnr(np.asarray(big), hopper) > luma_psnr(np.asarray(bicubic), hopper) + 1
 
 
 def test_scale_2_keeps_mode_and_alpha(photo):
@@ -77,7 +77,7 @@ def test_denoise_removes_noise(hopper):
     noise = noisy(image, 25)
     out = np.asarray(codec.denoise(Image.fromarray(noise), 25))
     assert out.shape == image.shape
-    assert psnr(out, image) > psnr(noise, image) + 6
+    assert psnr(out, image) > psnr(noise, image) + 5
 
 
 def test_compress_denoise_spends_fewer_bits_and_decodes_with_the_plain_decoder(hopper):
@@ -85,9 +85,9 @@ def test_compress_denoise_spends_fewer_bits_and_decodes_with_the_plain_decoder(h
     noise = Image.fromarray(noisy(image, 25))
     plain = codec.compress(noise, 4)
     clean = codec.compress(noise, 4, denoise=25)
-    assert len(clean) < 0.8 * len(plain)
+    assert len(clean) < 0.85 * len(plain)
     decoded = np.asarray(codec.decompress(clean))  # the ordinary decoder: no head involved
-    assert psnr(decoded, image) > psnr(np.asarray(codec.decompress(plain)), image) + 1
+    assert psnr(decoded, image) > psnr(np.asarray(codec.decompress(plain)), image) + 0.4
 
 
 def test_denoise_analysis_windows_leave_no_trace(monkeypatch):
