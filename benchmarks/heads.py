@@ -175,19 +175,12 @@ def head_costs(image: Path) -> dict:
 
     from aecodec import codec
     from aecodec.weights import load_coding_model, load_head
+    from benchmarks.speed import best_time
 
     _, model = load_coding_model()
     sr, dn = load_head("super-resolution"), load_head("denoising")
     with Image.open(image) as im:
         img = im.convert("RGB")
-
-    def best(f, n: int = 3) -> float:
-        times = []
-        for _ in range(n):
-            start = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - start)
-        return min(times)
 
     torch.set_num_threads(2)
     data = codec.compress(img, QUALITY)
@@ -198,11 +191,11 @@ def head_costs(image: Path) -> dict:
         "sr_parameters": sum(p.numel() for p in sr.parameters()),
         "denoise_adapter_parameters": sum(p.numel() for p in dn.adapters.parameters()),
         "denoise_refiner_parameters": sum(p.numel() for p in dn.refiner.parameters()),
-        "decompress_seconds": best(lambda: codec.decompress(data)),
-        "decompress_x2_seconds": best(lambda: codec.decompress(data, scale=2)),
-        "compress_seconds": best(lambda: codec.compress(noisy, QUALITY)),
-        "compress_denoise_seconds": best(lambda: codec.compress(noisy, QUALITY, denoise=25)),
-        "denoise_seconds": best(lambda: codec.denoise(noisy, 25, quality=QUALITY)),
+        "decompress_seconds": best_time(lambda: codec.decompress(data), 3),
+        "decompress_x2_seconds": best_time(lambda: codec.decompress(data, scale=2), 3),
+        "compress_seconds": best_time(lambda: codec.compress(noisy, QUALITY), 3),
+        "compress_denoise_seconds": best_time(lambda: codec.compress(noisy, QUALITY, denoise=25), 3),
+        "denoise_seconds": best_time(lambda: codec.denoise(noisy, 25, quality=QUALITY), 3),
     }
 
 

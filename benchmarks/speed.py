@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image
 
 
-def _best(fn, repeat: int) -> float:
+def best_time(fn, repeat: int) -> float:
+    """The shortest of `repeat` wall-clock timings of `fn()`, in seconds."""
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -53,8 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     import aecodec
 
     data = aecodec.compress(img)  # loads the model once
-    rows["aecodec.compress (in process)"] = _best(lambda: aecodec.compress(img), args.repeat)
-    rows["aecodec.decompress (in process)"] = _best(lambda: aecodec.decompress(data), args.repeat)
+    rows["aecodec.compress (in process)"] = best_time(lambda: aecodec.compress(img), args.repeat)
+    rows["aecodec.decompress (in process)"] = best_time(lambda: aecodec.decompress(data), args.repeat)
 
     from compressai.models import MeanScaleHyperprior
 
@@ -65,8 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     x = torch.nn.functional.pad(x, (0, -w % 64, 0, -h % 64), mode="replicate")
     with torch.inference_mode():
         out = net.compress(x)
-        rows["compressai MeanScaleHyperprior.compress"] = _best(lambda: net.compress(x), args.repeat)
-        rows["compressai MeanScaleHyperprior.decompress"] = _best(
+        rows["compressai MeanScaleHyperprior.compress"] = best_time(lambda: net.compress(x), args.repeat)
+        rows["compressai MeanScaleHyperprior.decompress"] = best_time(
             lambda: net.decompress(out["strings"], out["shape"]), args.repeat)
 
     print(f"{args.image} ({w}x{h}), torch threads {args.threads}, best of {args.repeat} (CLI: median)")
