@@ -17,7 +17,7 @@ import warnings
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from PIL import Image
@@ -25,6 +25,9 @@ from PIL import Image
 from . import container, entropy
 from .container import TILE_ALIGN, Container, Header, TileStreams
 from .errors import AecError, FormatError, ModelMismatchError
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_QUALITY = 4.0
 DEFAULT_TILE = 1024  # pixels a side of a coding tile
@@ -34,7 +37,7 @@ MARGIN = 32  # pixels of context on each side of a window (format version 2): co
 STRIDE = 16  # pixels per latent element
 DENOISE_MARGIN = 64  # pixels of window context for g_a with the denoising adapters (receptive field +-58 px)
 SR_MARGIN = 48  # pixels of window context for g_s with the super-resolution head (receptive field +-36 px)
-REFINE_WINDOW, REFINE_MARGIN = 512, 8  # the denoising refiner runs at full resolution (receptive field +-4 px)
+REFINE_MARGIN = 48  # pixels of window context for g_s with the denoising refiner (receptive field +-34 px)
 HYPER_MARGIN = 2  # z elements (128 px) of context around each coding tile for h_a and h_s (format version 2):
 # covers their receptive fields, so tiles give the z, means and scales that one tile over the image gives
 
@@ -268,8 +271,8 @@ def _sigma(colour: np.ndarray, denoise: float | str) -> float:
 
 def denoise(image, sigma: float | str = "auto", *, quality: float = 8.0, tile: int = DEFAULT_TILE,
             progress: Progress | None = None) -> Image.Image:
-    """Remove noise from an image: code it with the denoising adapters at `quality`, decode it, and
-    restore fine detail with the refiner (which sees the noisy image too). Metadata and alpha are kept.
+    """Remove noise from an image: code it with the denoising adapters at `quality`, and decode it with
+    the refiner, which restores fine detail from the noisy image. Metadata and alpha are kept.
 
     Args:
         sigma: the noise's standard deviation in 8-bit units (0 to 75), or "auto" to estimate it.
@@ -278,25 +281,11 @@ def denoise(image, sigma: float | str = "auto", *, quality: float = 8.0, tile: i
 
     pixels, mode = _to_array(image)
     colour = pixels[:, :, :3] if mode in ("RGB", "RGBA") else np.repeat(pixels[:, :, :1], 3, axis=2)
-    level = _sigma(colour, sigma)
-    decoded = decompress(compress(image, quality, tile=tile, progress=progress, denoise=level))
-    base = np.asarray(decoded.convert("RGB"))
+    level = torch.tensor([_sigma(colour, sigma)])
     head = _head("denoising")
-    height, width = colour.shape[:2]
-    out = np.empty_like(colour)
-    with torch.inference_mode():
-        for keep, window in _windows(height, width, REFINE_WINDOW, REFINE_MARGIN):
-            noisy, decoded_part = (torch.from_numpy(np.array(a[_slices(window)])).permute(2, 0, 1)[None].float().div_(255)
-                                   for a in (colour, base))
-            x = head.refine(noisy, decoded_part, torch.tensor([level]))[0]
-            part = x[(..., *_slices(keep, window))].clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-            out[_slices(keep)] = part.permute(1, 2, 0).numpy()
-    channels = [out] if mode in ("RGB", "RGBA") else [np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)]
-    if mode in ("LA", "RGBA"):
-        channels.append(pixels[:, :, -1])
-    result = Image.fromarray(np.dstack(channels) if len(channels) > 1 or channels[0].ndim == 3 else channels[0], mode)
-    result.info.update({k: v for k, v in decoded.info.items() if k in ("icc_profile", "exif")})
-    return result
+    data = compress(image, quality, tile=tile, progress=progress, denoise=float(level))
+    return _decode(data, None, lambda features, base, window: head.refine(_window_pixels(colour, window), base, level),
+                   margin=REFINE_MARGIN)
 
 
 def upscale(image, scale: int = 2, *, quality: float = 8.0, tile: int = DEFAULT_TILE,
@@ -305,7 +294,10 @@ def upscale(image, scale: int = 2, *, quality: float = 8.0, tile: int = DEFAULT_
     with the original pixels (rather than the decoded ones) as the super-resolution head's base."""
     pixels, mode = _to_array(image)
     colour = pixels[:, :, :3] if mode in ("RGB", "RGBA") else np.repeat(pixels[:, :, :1], 3, axis=2)
-    return _decode(compress(image, quality, tile=tile, progress=progress), scale, colour, None)
+    _check_scale(scale)
+    sr = _head("super-resolution")
+    return _decode(compress(image, quality, tile=tile, progress=progress), None,
+                   lambda features, base, window: sr(features, _window_pixels(colour, window), True), scale, SR_MARGIN)
 
 
 @dataclass(frozen=True)
@@ -423,17 +415,29 @@ def decompress(data: bytes, *, scale: int = 1, progress: Progress | None = None)
     """Decode the bytes of an .aec file into a PIL image of the mode it was made from.
 
     scale=2 decodes at twice the coded width and height through the super-resolution head."""
-    return _decode(data, scale, None, progress)
+    _check_scale(scale)
+    if scale == 1:
+        return _decode(data, progress)
+    sr = _head("super-resolution")
+    return _decode(data, progress, lambda features, base, window: sr(features, base, False), scale, SR_MARGIN)
 
 
-def _decode(data: bytes, scale: int, original: np.ndarray | None, progress: Progress | None) -> Image.Image:
-    """`decompress`; for scale 2, the super-resolution head's base is `original` (HxWx3) when given."""
-    import torch
-
+def _check_scale(scale: int) -> None:
     from .heads import SCALE
 
     if scale not in (1, SCALE):
         raise AecError(f"scale must be 1 or {SCALE}, got {scale!r}")
+
+
+# A head on the decoder: (g_s's hidden features, the 8-bit decoded image, the latent window) -> pixels.
+Finish = Callable[["torch.Tensor", "torch.Tensor", Box], "torch.Tensor"]
+
+
+def _decode(data: bytes, progress: Progress | None, finish: Finish | None = None, scale: int = 1,
+            margin: int = MARGIN) -> Image.Image:
+    """`decompress`, with `finish` (when given) making each window's pixels at `scale` times the coded
+    size, from g_s windows with `margin` pixels of context (which must cover g_s and `finish`)."""
+    import torch
 
     c = container.parse(bytes(data))
     header = c.header
@@ -449,8 +453,7 @@ def _decode(data: bytes, scale: int, original: np.ndarray | None, progress: Prog
         windows = [tuple((a * 4, b * 4, c * 4, d * 4) for a, b, c, d in pair) for pair in tiles]
     else:
         tiles = _windows(rows // 4, cols // 4, header.tile // TILE_ALIGN, HYPER_MARGIN)
-        windows = _windows(rows, cols, WINDOW // STRIDE, (MARGIN if scale == 1 else SR_MARGIN) // STRIDE)
-    sr = _head("super-resolution") if scale != 1 else None
+        windows = _windows(rows, cols, WINDOW // STRIDE, margin // STRIDE)
     steps = _Steps(progress, len(tiles) + len(windows))
     z_values = torch.empty(1, N, rows // 4, cols // 4, dtype=torch.long)
     y_hat = torch.empty(1, M, rows, cols)
@@ -467,15 +470,12 @@ def _decode(data: bytes, scale: int, original: np.ndarray | None, progress: Prog
             steps.advance()
         for keep, window in windows:
             y = y_hat[(..., *_slices(window))]
-            if sr is None:
+            if finish is None:
                 x = model.synthesise(y, q)
             else:
                 features = model.features(y, q)
-                if original is None:
-                    base = model.g_s[-1](features).clamp_(0, 1).mul_(255).round_().div_(255)
-                else:
-                    base = _window_pixels(original, window)
-                x = sr(features, base, original is not None).clamp_(0, 1)
+                base = model.g_s[-1](features).clamp_(0, 1).mul_(255).round_().div_(255)
+                x = finish(features, base, window).clamp_(0, 1)
             x_hat = x[0][(..., *_slices(keep, window, STRIDE * scale))]
             top, left = keep[0] * STRIDE * scale, keep[1] * STRIDE * scale
             part = colour[top : top + x_hat.shape[1], left : left + x_hat.shape[2]]  # cut to the image

@@ -97,6 +97,13 @@ def test_denoise_analysis_windows_leave_no_trace(monkeypatch):
     assert codec.compress(image, 5, denoise=20) == whole
 
 
+def test_denoise_windows_leave_no_trace(monkeypatch):
+    image = Image.fromarray(noisy(synthetic_image(150, 200, seed=5), 25))
+    whole = np.asarray(codec.denoise(image, 25))
+    monkeypatch.setattr(codec, "WINDOW", 64)
+    assert np.array_equal(np.asarray(codec.denoise(image, 25)), whole)
+
+
 def test_denoise_keeps_mode_alpha_and_metadata(photo):
     alpha = np.full(photo.shape[:2], 99, np.uint8)
     image = Image.fromarray(np.dstack([noisy(photo, 15), alpha]), "RGBA")

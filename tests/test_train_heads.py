@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import synthetic_image
 from PIL import Image
+from safetensors.torch import load_file
 
-from aecodec.weights import DEFAULT_NAME, WeightsError, load_head, weights_dir
+from aecodec.weights import DEFAULT_NAME, HEAD_NAMES, WeightsError, load_head, weights_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +50,7 @@ def test_train_resume_export_load(tmp_path, kind):
     folder.mkdir()
     for suffix in (".safetensors", ".json"):
         shutil.copy(weights_dir() / f"{DEFAULT_NAME}{suffix}", folder)
-    name = "aecodec-sr-v1" if kind == "super-resolution" else "aecodec-denoise-v1"
+    name = HEAD_NAMES[kind]
     train(*common, "--export", str(folder / f"{name}.safetensors"))
     manifest = json.loads((folder / f"{name}.json").read_text())
     backbone = json.loads((folder / f"{DEFAULT_NAME}.json").read_text())["model_id"]
@@ -56,6 +58,14 @@ def test_train_resume_export_load(tmp_path, kind):
     assert [h["step"] for h in manifest["history"]] == [2]
     head = load_head(kind, folder)
     assert not any(p.requires_grad for p in head.parameters())
+    if kind == "denoising":  # the refiner alone, from the exported head: the adapters must not move
+        exported = folder / f"{name}.safetensors"
+        refiner_ckpt = tmp_path / "refiner.pt"
+        train("--head", kind, "--ckpt", str(refiner_ckpt), "--threads", "1", "--data", str(data), "--batch", "2",
+              "--crop", "128", "--steps", "2", "--val-every", "100", "--init", str(exported), "--refiner-only")
+        start, trained = load_file(exported), torch.load(refiner_ckpt, weights_only=False)["head"]
+        assert all(torch.equal(trained[k], v) for k, v in start.items() if k.startswith("adapters."))
+        assert not all(torch.equal(trained[k], v) for k, v in start.items() if k.startswith("refiner."))
 
     (folder / f"{name}.safetensors").write_bytes(b"not the weights")
     with pytest.raises(WeightsError, match="corrupt"):

@@ -10,9 +10,11 @@ super-resolution: a 256x256 crop is reduced to 128x128 (bicubic, antialiased, ro
 denoising: a crop gets Gaussian noise (sigma 0..50) or Poisson-Gaussian noise, rounded to 8 bits; the
     adapters analyse it, the frozen codec codes it at a random quality, and the loss is the codec's own
     rate-distortion against the clean crop, plus the same distortion term for the refiner's output.
+    --init HEAD starts from an exported head; with --refiner-only, its adapters stay frozen and the
+    refiner trains alone: the codec's part of each step then runs without gradients.
 
     python tools/train_heads.py --head super-resolution --data ../shared/data/train --threads 1 --time-budget 3000
-    python tools/train_heads.py --head denoising --export weights/aecodec-denoise-v1.safetensors
+    python tools/train_heads.py --head denoising --export weights/aecodec-denoise-v2.safetensors
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ p.add_argument("--data", type=Path, help="folder of training images")
 p.add_argument("--ckpt", type=Path, help="checkpoint to resume from and write (default ~/.cache/aecodec/head-KIND.pt)")
 p.add_argument("--export", type=Path, help="write the checkpoint's head to this .safetensors path and exit")
 p.add_argument("--export-info", type=Path, help="JSON merged into the exported manifest (data, results)")
+p.add_argument("--init", type=Path, help="start from this exported head (.safetensors) rather than from scratch")
+p.add_argument("--refiner-only", action="store_true", help="denoising: freeze the adapters, train the refiner alone")
 p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
 p.add_argument("--batch", type=int, default=8)
 p.add_argument("--crop", type=int, default=0, help="training crop (default: 256 for super-resolution, 128 for denoising)")
@@ -77,6 +81,8 @@ if args.export:
     sys.exit(0)
 if args.data is None:
     p.error("--data is required for training")
+if args.refiner_only and args.head != "denoising":
+    p.error("--refiner-only goes with --head denoising")
 if args.threads:
     torch.set_num_threads(args.threads)
 torch.manual_seed(args.seed)
@@ -137,7 +143,13 @@ model = load_model(backbone).requires_grad_(False)
 model.train(args.head == "denoising")
 config = HeadConfig(args.head)
 head = build_head(config)
-optimizer = torch.optim.Adam(head.parameters(), lr=args.lr)
+if args.init:
+    from safetensors.torch import load_file
+
+    head.load_state_dict(load_file(args.init))
+if args.refiner_only:
+    head.adapters.requires_grad_(False)
+optimizer = torch.optim.Adam([p for p in head.parameters() if p.requires_grad], lr=args.lr)
 lambdas = torch.tensor(model.config.lambdas)
 step, elapsed, history = 0, 0.0, []
 if args.ckpt.exists():
@@ -171,7 +183,8 @@ def loss_of(x: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, dict[str, f
         mse = (sr - x).square().mean()
         return mse, {"psnr": 10 * math.log10(1 / mse.item())}
     noisy, sigma = add_noise(x, gen)
-    out = model.rate_distortion(head.analyse(model.g_a, noisy, sigma), q)
+    with torch.set_grad_enabled(not args.refiner_only):
+        out = model.rate_distortion(head.analyse(model.g_a, noisy, sigma), q)
     x_hat = out["x_hat"]
     decoded = x_hat + (to_8bit(x_hat) - x_hat).detach()  # the refiner sees the 8-bit decoded image
     refined = head.refine(noisy, decoded, sigma)
@@ -204,7 +217,8 @@ def validate() -> dict:
         g = torch.Generator().manual_seed(1)
         noisy = to_8bit(x + torch.randn(x.shape, generator=g) * 25 / 255)
         sigma = torch.full((len(x),), 25.0)
-        x_hat = to_8bit(model.rate_distortion(head.analyse(model.g_a, noisy, sigma), q)["x_hat"])
+        out = model.rate_distortion(head.analyse(model.g_a, noisy, sigma), q)
+        x_hat = to_8bit(out["x_hat"])
         refined = head.refine(noisy, x_hat, sigma)
         result.update(noisy=round(psnr(noisy, x), 3), decoded=round(psnr(x_hat, x), 3), refined=round(psnr(refined, x), 3))
     head.train()
@@ -233,7 +247,7 @@ while (not args.steps or step < args.steps) and (not args.time_budget or elapsed
     loss, figures = loss_of(x, random_quality(args.batch, gen))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], 1.0)
     optimizer.step()
 
     step += 1
