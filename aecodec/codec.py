@@ -434,9 +434,10 @@ Finish = Callable[["torch.Tensor", "torch.Tensor", Box], "torch.Tensor"]
 
 
 def _decode(data: bytes, progress: Progress | None, finish: Finish | None = None, scale: int = 1,
-            margin: int = MARGIN) -> Image.Image:
+            margin: int | None = None) -> Image.Image:
     """`decompress`, with `finish` (when given) making each window's pixels at `scale` times the coded
-    size, from g_s windows with `margin` pixels of context (which must cover g_s and `finish`)."""
+    size, from g_s windows with `margin` pixels of context (which must cover g_s and `finish`;
+    default MARGIN)."""
     import torch
 
     c = container.parse(bytes(data))
@@ -453,7 +454,7 @@ def _decode(data: bytes, progress: Progress | None, finish: Finish | None = None
         windows = [tuple((a * 4, b * 4, c * 4, d * 4) for a, b, c, d in pair) for pair in tiles]
     else:
         tiles = _windows(rows // 4, cols // 4, header.tile // TILE_ALIGN, HYPER_MARGIN)
-        windows = _windows(rows, cols, WINDOW // STRIDE, margin // STRIDE)
+        windows = _windows(rows, cols, WINDOW // STRIDE, (margin or MARGIN) // STRIDE)
     steps = _Steps(progress, len(tiles) + len(windows))
     z_values = torch.empty(1, N, rows // 4, cols // 4, dtype=torch.long)
     y_hat = torch.empty(1, M, rows, cols)
