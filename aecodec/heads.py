@@ -37,7 +37,9 @@ class HeadConfig:
     kind: str  # "super-resolution" or "denoising"
     N: int = 128  # channels of the backbone's transforms
     channels: int = 64  # hidden channels of the head's convolutions at the backbone's resolutions
-    refine_channels: int = 32  # hidden channels of the denoising refiner (full resolution)
+    refine_channels: int = 32  # hidden channels of the denoising refiner
+    refine_layers: int = 4  # convolutions of the denoising refiner
+    refine_fold: int = 1  # the refiner works on the image folded by this factor (pixel unshuffle), as FFDNet
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -101,8 +103,13 @@ class Denoising(nn.Module):
             return seq
 
         self.adapters = nn.ModuleList(adapter() for _ in range(3))
-        self.refiner = nn.Sequential(_conv(7, rc), nn.ReLU(inplace=True), _conv(rc, rc), nn.ReLU(inplace=True),
-                                     _conv(rc, rc), nn.ReLU(inplace=True), _conv(rc, 3))
+        f = config.refine_fold
+        layers: list[nn.Module] = [nn.PixelUnshuffle(f)] if f > 1 else []
+        layers += [_conv(7 * f * f, rc), nn.ReLU(inplace=True)]
+        for _ in range(config.refine_layers - 2):
+            layers += [_conv(rc, rc), nn.ReLU(inplace=True)]
+        layers += [_conv(rc, 3 * f * f)] + ([nn.PixelShuffle(f)] if f > 1 else [])
+        self.refiner = nn.Sequential(*layers)
         _quiet_last(self.refiner)
 
     def analyse(self, g_a: nn.Sequential, x: Tensor, sigma: Tensor) -> Tensor:
@@ -117,7 +124,12 @@ class Denoising(nn.Module):
 
     def refine(self, noisy: Tensor, decoded: Tensor, sigma: Tensor) -> Tensor:
         """The decoded (denoised) image plus the detail the refiner finds in the noisy one; not clamped."""
-        return decoded + self.refiner(torch.cat([noisy, decoded, _level_map(sigma, noisy)], 1))
+        inputs = torch.cat([noisy, decoded, _level_map(sigma, noisy)], 1)
+        h, w = inputs.shape[2:]
+        f = self.config.refine_fold
+        if h % f or w % f:  # the fold needs whole blocks: repeat the last row and column
+            inputs = F.pad(inputs, (0, -w % f, 0, -h % f), mode="replicate")
+        return decoded + self.refiner(inputs)[:, :, :h, :w]
 
 
 HEADS = {"super-resolution": SuperResolution, "denoising": Denoising}

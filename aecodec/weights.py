@@ -21,7 +21,7 @@ from typing import Any
 from .files import atomic_write
 
 DEFAULT_NAME = "aecodec-mshp-v1"
-HEAD_NAMES = {"super-resolution": "aecodec-sr-v1", "denoising": "aecodec-denoise-v2"}
+HEAD_NAMES = {"super-resolution": "aecodec-sr-v1", "denoising": "aecodec-denoise-v3"}
 MODEL_ID_BYTES = 8
 # Buffers whose size is only known once the tables are built (compressai registers them empty).
 _TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")

@@ -136,3 +136,17 @@ def test_heads_refuse_another_backbone(tmp_path):
     manifest.write_text(json.dumps(doc))
     with pytest.raises(WeightsError, match="backbone 0123456789abcdef"):
         load_head("super-resolution", tmp_path)
+
+
+def test_folded_refiner_takes_any_size():
+    """A refiner on the image folded 2x2 (--refine-fold) pads odd sizes itself and starts near the decoded image."""
+    import torch
+
+    from aecodec.heads import Denoising, HeadConfig
+
+    head = Denoising(HeadConfig("denoising", refine_fold=2, refine_layers=5)).eval()
+    noisy_px, decoded = torch.rand(1, 3, 37, 52), torch.rand(1, 3, 37, 52)
+    with torch.no_grad():
+        out = head.refine(noisy_px, decoded, torch.tensor([25.0]))
+    assert out.shape == decoded.shape
+    assert 0 < (out - decoded).abs().mean() < 0.05

@@ -8,6 +8,8 @@ train.py can hold out whole photos for validation; an input that already is one 
     python tools/prepare_data.py ~/Pictures data/train
     python tools/prepare_data.py ../shared/data/train .gpudata/train --max-crops 1 \
         --format jpeg --exclude-validation        # compact copy for a GPU call (JPEG q95 4:4:4)
+    python tools/prepare_data.py ../shared/data/train .gpudata/denoise --shrink 176 \
+        --format jpeg                             # smaller still, for the denoising head (128 px crops)
 """
 
 from __future__ import annotations
@@ -61,20 +63,32 @@ def main() -> None:
     p.add_argument("--max-crops", type=int, default=6)
     p.add_argument("--format", choices=["png", "jpeg"], default="png", help="jpeg: quality 95, 4:4:4 (compact, ~43 dB)")
     p.add_argument("--exclude-validation", action="store_true", help="skip the photos train.py holds out")
+    p.add_argument("--shrink", type=int, default=0, metavar="N",
+                   help="a folder of crops: one random NxN crop of each, named as its input (so that its photo stays "
+                        "held out or not); of the held-out photos, the first 16 crops are copied whole, to validate on")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
     args.dst.mkdir(parents=True, exist_ok=True)
-    written = 0
+    written, validation = 0, 0
     for path in image_files(args.src):
-        if args.exclude_validation and is_validation(path):
+        held_out = is_validation(path)
+        if args.exclude_validation and held_out:
             continue
         rng = random.Random(f"{args.seed}:{path.name}")
         with Image.open(path) as im:
             img = im.convert("RGB")
-        for i, crop in enumerate(crops_of(img, rng, args.crop, args.max_crops)):
+        if args.shrink:
+            if held_out and validation == 16:
+                continue
+            validation += held_out
+            x, y = rng.randint(0, img.width - args.shrink), rng.randint(0, img.height - args.shrink)
+            named = [(path.stem, img if held_out else img.crop((x, y, x + args.shrink, y + args.shrink)))]
+        else:
             # An input that already is one crop keeps its name (and so its photo's validation split).
-            stem = path.stem if img.size == (args.crop, args.crop) else f"{path.stem}_{i}"
+            named = [(path.stem if img.size == (args.crop, args.crop) else f"{path.stem}_{i}", crop)
+                     for i, crop in enumerate(crops_of(img, rng, args.crop, args.max_crops))]
+        for stem, crop in named:
             if args.format == "png":
                 crop.save(args.dst / f"{stem}.png", compress_level=6)
             else:

@@ -7,13 +7,7 @@
 # The weights come back split in parts under 16 MiB: cat $OUT/aecodec-mshp-v1.safetensors.part-* > aecodec-mshp-v1.safetensors.
 set -euo pipefail
 budget=${BUDGET:-480}   # seconds of training; leaves time for start-up and export in a 9-minute call
-out=${OUT:-/tmp/aecodec-out}
-mkdir -p "$out"
-if ! python3 -c "import compressai" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONUNBUFFERED=1
+source "$(dirname "$0")/gpu_setup.sh"
 init=()
 [ -f .gpudata/aecodec-mshp-v1.safetensors ] && init=(--init .gpudata/aecodec-mshp-v1.safetensors)
 python3 -W ignore tools/train.py --data .gpudata/train --device "${DEVICE:-cuda}" --batch "${BATCH:-32}" \

@@ -14,7 +14,7 @@ denoising: a crop gets Gaussian noise (sigma 0..50) or Poisson-Gaussian noise, r
     refiner trains alone: the codec's part of each step then runs without gradients.
 
     python tools/train_heads.py --head super-resolution --data ../shared/data/train --threads 1 --time-budget 3000
-    python tools/train_heads.py --head denoising --export weights/aecodec-denoise-v2.safetensors
+    python tools/train_heads.py --head denoising --export weights/aecodec-denoise-v3.safetensors
 """
 
 from __future__ import annotations
@@ -45,8 +45,12 @@ p.add_argument("--data", type=Path, help="folder of training images")
 p.add_argument("--ckpt", type=Path, help="checkpoint to resume from and write (default ~/.cache/aecodec/head-KIND.pt)")
 p.add_argument("--export", type=Path, help="write the checkpoint's head to this .safetensors path and exit")
 p.add_argument("--export-info", type=Path, help="JSON merged into the exported manifest (data, results)")
-p.add_argument("--init", type=Path, help="start from this exported head (.safetensors) rather than from scratch")
+p.add_argument("--init", type=Path, help="start from this exported head (.safetensors): every tensor whose shape fits")
 p.add_argument("--refiner-only", action="store_true", help="denoising: freeze the adapters, train the refiner alone")
+p.add_argument("--refine-channels", type=int, default=HeadConfig.refine_channels, help="denoising refiner: hidden channels")
+p.add_argument("--refine-layers", type=int, default=HeadConfig.refine_layers, help="denoising refiner: convolutions")
+p.add_argument("--refine-fold", type=int, default=HeadConfig.refine_fold, help="denoising refiner: pixel-unshuffle factor")
+p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
 p.add_argument("--batch", type=int, default=8)
 p.add_argument("--crop", type=int, default=0, help="training crop (default: 256 for super-resolution, 128 for denoising)")
@@ -86,7 +90,10 @@ if args.refiner_only and args.head != "denoising":
 if args.threads:
     torch.set_num_threads(args.threads)
 torch.manual_seed(args.seed)
-device = torch.device("cpu")
+device = torch.device(args.device)
+if device.type == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
 
 # ----------------------------------------------------------------------------- data
 files = image_files(args.data)
@@ -109,18 +116,18 @@ def reduce(hr: torch.Tensor) -> torch.Tensor:
 def add_noise(clean: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian noise of sigma 0..50 (8-bit units), or for a quarter of the samples Poisson-Gaussian noise
     (variance a*x + b); 8-bit result. Returns (noisy, the effective sigma of each sample)."""
-    b = clean.shape[0]
-    sigma = torch.rand(b, generator=gen) * 50 / 255
-    shot = torch.rand(b, generator=gen) * 0.025 * (torch.rand(b, generator=gen) < 0.25)
+    b, dev = clean.shape[0], clean.device  # drawn on the CPU from the seeded generator, as on any device
+    sigma = torch.rand(b, generator=gen).to(dev) * 50 / 255
+    shot = (torch.rand(b, generator=gen) * 0.025 * (torch.rand(b, generator=gen) < 0.25)).to(dev)
     read = torch.where(shot > 0, sigma / 2, sigma)
     variance = shot.view(-1, 1, 1, 1) * clean + read.view(-1, 1, 1, 1) ** 2
-    noise = torch.randn(clean.shape, generator=gen) * variance.sqrt()
+    noise = torch.randn(clean.shape, generator=gen).to(dev) * variance.sqrt()
     return to_8bit(clean + noise), variance.flatten(1).mean(1).sqrt() * 255
 
 
 def random_quality(b: int, gen: torch.Generator) -> torch.Tensor:
     """Qualities in [1, 8], denser near 8 (density grows linearly): the heads matter most at high rates."""
-    return 1 + 7 * torch.rand(b, generator=gen).sqrt()
+    return (1 + 7 * torch.rand(b, generator=gen).sqrt()).to(device)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -129,7 +136,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def psnr_y(a: torch.Tensor, b: torch.Tensor, border: int) -> float:
     """PSNR of BT.601 luma (16..235), `border` pixels cropped: how super-resolution is usually scored."""
-    w = torch.tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1) / 255
+    w = torch.tensor([65.481, 128.553, 24.966], device=a.device).view(1, 3, 1, 1) / 255
 
     def luma(x: torch.Tensor) -> torch.Tensor:
         return (x.clamp(0, 1) * w).sum(1)[:, border:-border, border:-border] + 16 / 255
@@ -138,22 +145,33 @@ def psnr_y(a: torch.Tensor, b: torch.Tensor, border: int) -> float:
 
 
 # ----------------------------------------------------------------------------- backbone, head, optimizer
-model = load_model(backbone).requires_grad_(False)
+model = load_model(backbone).requires_grad_(False).to(device)
 # Training mode only matters to the entropy models: noisy latents for the rate the denoiser pays.
 model.train(args.head == "denoising")
-config = HeadConfig(args.head)
+ckpt = torch.load(args.ckpt, map_location="cpu", weights_only=False) if args.ckpt.exists() else None
+if ckpt:  # a resumed run keeps the shape it started with
+    config = HeadConfig.from_json(ckpt["config"])
+elif args.head == "denoising":
+    config = HeadConfig(args.head, refine_channels=args.refine_channels, refine_layers=args.refine_layers,
+                        refine_fold=args.refine_fold)
+else:
+    config = HeadConfig(args.head)
 head = build_head(config)
-if args.init:
+if args.init and not ckpt:
     from safetensors.torch import load_file
 
-    head.load_state_dict(load_file(args.init))
+    own = head.state_dict()
+    fits = {k: v for k, v in load_file(args.init).items() if k in own and own[k].shape == v.shape}
+    head.load_state_dict(fits, strict=False)
+    fresh = sorted({k.rsplit(".", 1)[0] for k in own if k not in fits})
+    print(f"init from {args.init}: {len(fits)} of {len(own)} tensors" + (f"; fresh: {', '.join(fresh)}" if fresh else ""))
+head.to(device)
 if args.refiner_only:
     head.adapters.requires_grad_(False)
 optimizer = torch.optim.Adam([p for p in head.parameters() if p.requires_grad], lr=args.lr)
-lambdas = torch.tensor(model.config.lambdas)
+lambdas = torch.tensor(model.config.lambdas, device=device)
 step, elapsed, history = 0, 0.0, []
-if args.ckpt.exists():
-    ckpt = torch.load(args.ckpt, map_location="cpu", weights_only=False)
+if ckpt:
     if ckpt["backbone"] != backbone.manifest["model_id"]:
         sys.exit(f"{args.ckpt} was trained on backbone {ckpt['backbone']}, not {backbone.manifest['model_id']}")
     head.load_state_dict(ckpt["head"])
@@ -202,8 +220,8 @@ def validate() -> dict:
     """Held-out photos at quality 8: super-resolution against bicubic (PSNR-Y); denoising at sigma 25."""
     head.eval()
     model.eval()
-    x = torch.stack([img[:, :256, :256] for img in val_images]).float().div_(255)
-    q = torch.full((len(x),), 8.0)
+    x = torch.stack([img[:, :256, :256] for img in val_images]).to(device).float().div_(255)
+    q = torch.full((len(x),), 8.0, device=device)
     result = {"step": step, "hours": round(elapsed / 3600, 3)}
     if args.head == "super-resolution":
         small = reduce(x)
@@ -215,8 +233,8 @@ def validate() -> dict:
                       bicubic_y=round(psnr_y(bicubic, x, 2), 3))
     else:
         g = torch.Generator().manual_seed(1)
-        noisy = to_8bit(x + torch.randn(x.shape, generator=g) * 25 / 255)
-        sigma = torch.full((len(x),), 25.0)
+        noisy = to_8bit(x + torch.randn(x.shape, generator=g).to(device) * 25 / 255)
+        sigma = torch.full((len(x),), 25.0, device=device)
         out = model.rate_distortion(head.analyse(model.g_a, noisy, sigma), q)
         x_hat = to_8bit(out["x_hat"])
         refined = head.refine(noisy, x_hat, sigma)
