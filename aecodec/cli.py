@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,6 +22,10 @@ import click
 from . import container
 from .errors import AecError
 from .files import atomic_write
+
+# compressai's import scripts functions with torch.jit, which torch now deprecates: a warning on every command
+# that says nothing to the user. (The library leaves warnings to its caller.)
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 _FORMATS_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                       ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".pgm": "PPM", ".pnm": "PPM"}
@@ -32,7 +37,8 @@ _METADATA_BY_FORMAT = {"PNG": ("icc_profile", "exif"), "JPEG": ("icc_profile", "
 
 
 def _progress_bar(label: str):
-    """A progress callback that shows a bar only for large images (8 steps or more: about 2 MP)."""
+    """A progress callback that shows a bar only for large images (8 steps or more: about 2 MP). A job of
+    several phases (code, then decode) reports each from 1 to its total: each gets its own bar."""
     state: dict = {}
 
     def update(done: int, total: int) -> None:
@@ -43,7 +49,7 @@ def _progress_bar(label: str):
             state["bar"].__enter__()
         state["bar"].update(1)
         if done == total:
-            state["bar"].__exit__(None, None, None)
+            state.pop("bar").__exit__(None, None, None)
 
     return update
 

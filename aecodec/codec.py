@@ -276,6 +276,7 @@ def denoise(image, sigma: float | str = "auto", *, quality: float = 8.0, tile: i
 
     Args:
         sigma: the noise's standard deviation in 8-bit units (0 to 75), or "auto" to estimate it.
+        progress: called with (steps done, steps in all) for the coding, then again for the decoding.
     """
     import torch
 
@@ -284,19 +285,21 @@ def denoise(image, sigma: float | str = "auto", *, quality: float = 8.0, tile: i
     level = torch.tensor([_sigma(colour, sigma)])
     head = _head("denoising")
     data = compress(image, quality, tile=tile, progress=progress, denoise=float(level))
-    return _decode(data, None, lambda features, base, window: head.refine(_window_pixels(colour, window), base, level),
+    return _decode(data, progress,
+                   lambda features, base, window: head.refine(_window_pixels(colour, window), base, level),
                    margin=REFINE_MARGIN)
 
 
 def upscale(image, scale: int = 2, *, quality: float = 8.0, tile: int = DEFAULT_TILE,
             progress: Progress | None = None) -> Image.Image:
     """Enlarge an image through the codec: compress it at `quality` and decode it at `scale` times its size,
-    with the original pixels (rather than the decoded ones) as the super-resolution head's base."""
+    with the original pixels (rather than the decoded ones) as the super-resolution head's base.
+    `progress` is called as in `denoise`: for the coding, then for the decoding."""
     pixels, mode = _to_array(image)
     colour = pixels[:, :, :3] if mode in ("RGB", "RGBA") else np.repeat(pixels[:, :, :1], 3, axis=2)
     _check_scale(scale)
     sr = _head("super-resolution")
-    return _decode(compress(image, quality, tile=tile, progress=progress), None,
+    return _decode(compress(image, quality, tile=tile, progress=progress), progress,
                    lambda features, base, window: sr(features, _window_pixels(colour, window), True), scale, SR_MARGIN)
 
 

@@ -200,3 +200,13 @@ def test_heads_from_the_command_line(png, tmp_path):
 def test_denoise_option_errors(png, args, message):
     r = run("compress", png, *args)
     assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_a_fresh_process_prints_no_warnings(png, tmp_path):
+    """The command as a user starts it: no warnings from the libraries' imports on stderr."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", "from aecodec.cli import main; main()", "denoise", str(png), "-o",
+                        str(tmp_path / "w.png")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Warning" not in r.stderr, r.stderr

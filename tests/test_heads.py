@@ -150,3 +150,11 @@ def test_folded_refiner_takes_any_size():
         out = head.refine(noisy_px, decoded, torch.tensor([25.0]))
     assert out.shape == decoded.shape
     assert 0 < (out - decoded).abs().mean() < 0.05
+
+
+def test_denoise_reports_the_coding_then_the_decoding(hopper):
+    calls = []
+    codec.denoise(Image.fromarray(hopper), 10, progress=lambda done, total: calls.append((done, total)))
+    ends = [i for i, (done, total) in enumerate(calls) if done == total]
+    assert len(ends) == 2 and ends[1] == len(calls) - 1  # two phases, each counted to its end
+    assert calls[0][0] == calls[ends[0] + 1][0] == 1
