@@ -3,7 +3,7 @@
 # Prepare here, then run there with carry [".whl", ".gpudata"]:
 #   python tools/prepare_data.py ../shared/data/train .gpudata/train --max-crops 1 --format jpeg --exclude-validation
 #   cp weights/aecodec-mshp-v1.* .gpudata/   (optional: without them, training starts from scratch)
-#   pip download compressai and pytorch-msssim cp312 wheels into .whl (see docs/TRAINING.md)
+#   pip download compressai, pytorch-msssim and constriction cp312 wheels into .whl (see docs/TRAINING.md)
 # The weights come back split in parts under 16 MiB: cat $OUT/aecodec-mshp-v1.safetensors.part-* > aecodec-mshp-v1.safetensors.
 set -euo pipefail
 budget=${BUDGET:-480}   # seconds of training; leaves time for start-up and export in a 9-minute call
