@@ -67,15 +67,18 @@ def test_train_resume_export_load(tmp_path, kind):
         assert all(torch.equal(trained[k], v) for k, v in start.items() if k.startswith("adapters."))
         assert not all(torch.equal(trained[k], v) for k, v in start.items() if k.startswith("refiner."))
 
-        # another refiner shape: the adapters come from the exported head, the refiner starts fresh,
-        # and a resumed run keeps the shape it started with
+        # another refiner shape: the adapters come from the exported head, the refiner starts fresh;
+        # resuming needs the same shape
         grown_ckpt = tmp_path / "grown.pt"
         grown = ["--head", kind, "--ckpt", str(grown_ckpt), "--threads", "1", "--data", str(data), "--batch", "2",
                  "--crop", "128", "--val-every", "100", "--init", str(exported), "--refine-fold", "2", "--refine-layers", "5"]
         out = train(*grown, "--steps", "1")
         assert "fresh: refiner.1, refiner.3" in out and "adapters" not in out.split("fresh:")[1]
-        out = train(*grown[:-4], "--steps", "2")
+        out = train(*grown, "--steps", "2")
         assert "resumed from" in out
+        r = subprocess.run([sys.executable, str(ROOT / "tools/train_heads.py"), *grown[:-4], "--steps", "3"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode != 0 and "another shape" in r.stderr
         config = json.loads(torch.load(grown_ckpt, weights_only=False)["config"])
         assert (config["refine_fold"], config["refine_layers"]) == (2, 5)
 

@@ -148,14 +148,14 @@ def psnr_y(a: torch.Tensor, b: torch.Tensor, border: int) -> float:
 model = load_model(backbone).requires_grad_(False).to(device)
 # Training mode only matters to the entropy models: noisy latents for the rate the denoiser pays.
 model.train(args.head == "denoising")
-ckpt = torch.load(args.ckpt, map_location="cpu", weights_only=False) if args.ckpt.exists() else None
-if ckpt:  # a resumed run keeps the shape it started with
-    config = HeadConfig.from_json(ckpt["config"])
-elif args.head == "denoising":
+if args.head == "denoising":
     config = HeadConfig(args.head, refine_channels=args.refine_channels, refine_layers=args.refine_layers,
                         refine_fold=args.refine_fold)
 else:
     config = HeadConfig(args.head)
+ckpt = torch.load(args.ckpt, map_location="cpu", weights_only=False) if args.ckpt.exists() else None
+if ckpt and HeadConfig.from_json(ckpt["config"]) != config:
+    sys.exit(f"{args.ckpt} holds a head of another shape ({ckpt['config']}): give its options, or another --ckpt")
 head = build_head(config)
 if args.init and not ckpt:
     from safetensors.torch import load_file
