@@ -37,7 +37,7 @@ MARGIN = 32  # pixels of context on each side of a window (format version 2): co
 STRIDE = 16  # pixels per latent element
 DENOISE_MARGIN = 64  # pixels of window context for g_a with the denoising adapters (receptive field +-58 px)
 SR_MARGIN = 48  # pixels of window context for g_s with the super-resolution head (receptive field +-36 px)
-REFINE_MARGIN = 48  # pixels of window context for g_s with the denoising refiner (receptive field +-34 px)
+G_S_REACH = 30  # pixels of the image that g_s's receptive field spans beyond a pixel
 HYPER_MARGIN = 2  # z elements (128 px) of context around each coding tile for h_a and h_s (format version 2):
 # covers their receptive fields, so tiles give the z, means and scales that one tile over the image gives
 
@@ -285,9 +285,10 @@ def denoise(image, sigma: float | str = "auto", *, quality: float = 8.0, tile: i
     level = torch.tensor([_sigma(colour, sigma)])
     head = _head("denoising")
     data = compress(image, quality, tile=tile, progress=progress, denoise=float(level))
+    margin = -(-(G_S_REACH + head.reach) // STRIDE) * STRIDE  # g_s, then the refiners: 48 px for one 4-layer refiner
     return _decode(data, progress,
                    lambda features, base, window: head.refine(_window_pixels(colour, window), base, level),
-                   margin=REFINE_MARGIN)
+                   margin=margin)
 
 
 def upscale(image, scale: int = 2, *, quality: float = 8.0, tile: int = DEFAULT_TILE,

@@ -40,6 +40,11 @@ class HeadConfig:
     refine_channels: int = 32  # hidden channels of the denoising refiner
     refine_layers: int = 4  # convolutions of the denoising refiner
     refine_fold: int = 1  # the refiner works on the image folded by this factor (pixel unshuffle), as FFDNet
+    # A second refiner after the first (0 channels: none), with the same inputs but the first one's output
+    # in place of the decoded image: it adds capacity to a trained head without changing what it does at first.
+    second_channels: int = 0
+    second_layers: int = 8
+    second_fold: int = 2
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -89,13 +94,34 @@ class SuperResolution(nn.Module):
         return F.interpolate(base, scale_factor=SCALE, mode="bicubic", align_corners=False) + detail
 
 
+def _refiner(channels: int, layers: int, fold: int) -> nn.Sequential:
+    """Noisy image, estimate and noise level (7 channels) -> correction of the estimate, folded by `fold`."""
+    seq: list[nn.Module] = [nn.PixelUnshuffle(fold)] if fold > 1 else []
+    seq += [_conv(7 * fold * fold, channels), nn.ReLU(inplace=True)]
+    for _ in range(layers - 2):
+        seq += [_conv(channels, channels), nn.ReLU(inplace=True)]
+    seq += [_conv(channels, 3 * fold * fold)] + ([nn.PixelShuffle(fold)] if fold > 1 else [])
+    refiner = nn.Sequential(*seq)
+    _quiet_last(refiner)
+    return refiner
+
+
+def _correction(refiner: nn.Sequential, fold: int, noisy: Tensor, estimate: Tensor, sigma: Tensor) -> Tensor:
+    inputs = torch.cat([noisy, estimate, _level_map(sigma, noisy)], 1)
+    h, w = inputs.shape[2:]
+    if h % fold or w % fold:  # the fold needs whole blocks: repeat the last row and column
+        inputs = F.pad(inputs, (0, -w % fold, 0, -h % fold), mode="replicate")
+    return refiner(inputs)[:, :, :h, :w]
+
+
 class Denoising(nn.Module):
-    """Adapters for g_a (encoder side) and a full-resolution refiner (for `denoise` only)."""
+    """Adapters for g_a (encoder side) and a full-resolution refiner (for `denoise` only), optionally
+    followed by a second refiner."""
 
     def __init__(self, config: HeadConfig = HeadConfig("denoising")):
         super().__init__()
         self.config = config
-        n, c, rc = config.N, config.channels, config.refine_channels
+        n, c = config.N, config.channels
 
         def adapter() -> nn.Sequential:
             seq = nn.Sequential(_conv(n + 1, c), nn.ReLU(inplace=True), _conv(c, n))
@@ -103,14 +129,19 @@ class Denoising(nn.Module):
             return seq
 
         self.adapters = nn.ModuleList(adapter() for _ in range(3))
-        f = config.refine_fold
-        layers: list[nn.Module] = [nn.PixelUnshuffle(f)] if f > 1 else []
-        layers += [_conv(7 * f * f, rc), nn.ReLU(inplace=True)]
-        for _ in range(config.refine_layers - 2):
-            layers += [_conv(rc, rc), nn.ReLU(inplace=True)]
-        layers += [_conv(rc, 3 * f * f)] + ([nn.PixelShuffle(f)] if f > 1 else [])
-        self.refiner = nn.Sequential(*layers)
-        _quiet_last(self.refiner)
+        self.refiner = _refiner(config.refine_channels, config.refine_layers, config.refine_fold)
+        if config.second_channels:
+            self.second = _refiner(config.second_channels, config.second_layers, config.second_fold)
+            with torch.no_grad():  # it starts as nothing, so a trained head grown by it does what it did
+                self.second[-2 if config.second_fold > 1 else -1].weight.zero_()
+
+    @property
+    def reach(self) -> int:
+        """How far (pixels) the refiners look beyond the pixel they correct: 3x3 convolutions on the image
+        folded by f see f pixels further each, plus f - 1 for where the pixel lies in its block."""
+        c = self.config
+        stages = [(c.refine_layers, c.refine_fold)] + ([(c.second_layers, c.second_fold)] if c.second_channels else [])
+        return sum(layers * fold + fold - 1 for layers, fold in stages)
 
     def analyse(self, g_a: nn.Sequential, x: Tensor, sigma: Tensor) -> Tensor:
         """g_a with an adapter after each GDN: noisy pixels (B,3,H,W), noise levels (B,) -> latent."""
@@ -124,12 +155,10 @@ class Denoising(nn.Module):
 
     def refine(self, noisy: Tensor, decoded: Tensor, sigma: Tensor) -> Tensor:
         """The decoded (denoised) image plus the detail the refiner finds in the noisy one; not clamped."""
-        inputs = torch.cat([noisy, decoded, _level_map(sigma, noisy)], 1)
-        h, w = inputs.shape[2:]
-        f = self.config.refine_fold
-        if h % f or w % f:  # the fold needs whole blocks: repeat the last row and column
-            inputs = F.pad(inputs, (0, -w % f, 0, -h % f), mode="replicate")
-        return decoded + self.refiner(inputs)[:, :, :h, :w]
+        refined = decoded + _correction(self.refiner, self.config.refine_fold, noisy, decoded, sigma)
+        if self.config.second_channels:
+            refined = refined + _correction(self.second, self.config.second_fold, noisy, refined, sigma)
+        return refined
 
 
 HEADS = {"super-resolution": SuperResolution, "denoising": Denoising}

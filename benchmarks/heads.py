@@ -190,7 +190,7 @@ def head_costs(image: Path) -> dict:
         "backbone_parameters": sum(p.numel() for p in model.parameters()),
         "sr_parameters": sum(p.numel() for p in sr.parameters()),
         "denoise_adapter_parameters": sum(p.numel() for p in dn.adapters.parameters()),
-        "denoise_refiner_parameters": sum(p.numel() for p in dn.refiner.parameters()),
+        "denoise_refiner_parameters": sum(p.numel() for n, p in dn.named_parameters() if not n.startswith("adapters.")),
         "decompress_seconds": best_time(lambda: codec.decompress(data), 3),
         "decompress_x2_seconds": best_time(lambda: codec.decompress(data, scale=2), 3),
         "compress_seconds": best_time(lambda: codec.compress(noisy, QUALITY), 3),

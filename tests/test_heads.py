@@ -104,6 +104,30 @@ def test_denoise_windows_leave_no_trace(monkeypatch):
     assert np.array_equal(np.asarray(codec.denoise(image, 25)), whole)
 
 
+def test_denoise_windows_cover_a_second_refiner(monkeypatch):
+    """The decoding windows' margin follows the refiners' reach: a head grown by a second refiner on the
+    image folded 2x2 (21 px further than the shipped one's 4) leaves no trace of the windows either."""
+    import dataclasses
+
+    import torch
+
+    from aecodec.heads import Denoising
+    from aecodec.weights import load_head
+
+    shipped = load_head("denoising")
+    grown = Denoising(dataclasses.replace(shipped.config, second_channels=8, second_layers=8, second_fold=2))
+    grown.load_state_dict(shipped.state_dict(), strict=False)
+    with torch.no_grad():
+        grown.second[-2].weight.normal_(std=0.05)
+    image = Image.fromarray(noisy(synthetic_image(150, 200, seed=5), 25))
+    plain = np.asarray(codec.denoise(image, 25))
+    monkeypatch.setattr(codec, "_head", lambda kind: grown.eval())
+    whole = np.asarray(codec.denoise(image, 25))
+    assert not np.array_equal(whole, plain)  # the second refiner is at work
+    monkeypatch.setattr(codec, "WINDOW", 64)
+    assert np.array_equal(np.asarray(codec.denoise(image, 25)), whole)
+
+
 def test_denoise_keeps_mode_alpha_and_metadata(photo):
     alpha = np.full(photo.shape[:2], 99, np.uint8)
     image = Image.fromarray(np.dstack([noisy(photo, 15), alpha]), "RGBA")
@@ -150,6 +174,26 @@ def test_folded_refiner_takes_any_size():
         out = head.refine(noisy_px, decoded, torch.tensor([25.0]))
     assert out.shape == decoded.shape
     assert 0 < (out - decoded).abs().mean() < 0.05
+
+
+def test_second_refiner_corrects_the_first():
+    """A second refiner (--second-channels) corrects the first one's output, on any size; it starts as nothing,
+    so a trained head grown by it gives what it gave."""
+    import torch
+
+    from aecodec.heads import Denoising, HeadConfig
+
+    one = Denoising(HeadConfig("denoising")).eval()
+    two = Denoising(HeadConfig("denoising", second_channels=8, second_layers=3)).eval()
+    assert two.load_state_dict(one.state_dict(), strict=False).missing_keys == [
+        "second.1.weight", "second.1.bias", "second.3.weight", "second.3.bias", "second.5.weight", "second.5.bias"]
+    noisy_px, decoded, sigma = torch.rand(1, 3, 37, 52), torch.rand(1, 3, 37, 52), torch.tensor([25.0])
+    with torch.no_grad():
+        first = one.refine(noisy_px, decoded, sigma)
+        assert torch.equal(two.refine(noisy_px, decoded, sigma), first)
+        two.second[5].weight.normal_(std=0.01)
+        second = two.refine(noisy_px, decoded, sigma)
+    assert second.shape == first.shape and 0 < (second - first).abs().mean() < 0.05
 
 
 def test_denoise_reports_the_coding_then_the_decoding(hopper):

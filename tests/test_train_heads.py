@@ -82,6 +82,12 @@ def test_train_resume_export_load(tmp_path, kind):
         config = json.loads(torch.load(grown_ckpt, weights_only=False)["config"])
         assert (config["refine_fold"], config["refine_layers"]) == (2, 5)
 
+        # a second refiner after the exported head's: all the exported tensors load, the second starts fresh
+        out = train("--head", kind, "--ckpt", str(tmp_path / "second.pt"), "--threads", "1", "--data", str(data),
+                    "--batch", "2", "--crop", "128", "--val-every", "100", "--init", str(exported), "--steps", "1",
+                    "--second-channels", "8", "--second-layers", "3")
+        assert out.split("fresh: ")[1].splitlines()[0] == "second.1, second.3, second.5"
+
     (folder / f"{name}.safetensors").write_bytes(b"not the weights")
     with pytest.raises(WeightsError, match="corrupt"):
         load_head.__wrapped__(kind, folder)

@@ -11,7 +11,8 @@ denoising: a crop gets Gaussian noise (sigma 0..50) or Poisson-Gaussian noise, r
     adapters analyse it, the frozen codec codes it at a random quality, and the loss is the codec's own
     rate-distortion against the clean crop, plus the same distortion term for the refiner's output.
     --init HEAD starts from an exported head; with --refiner-only, its adapters stay frozen and the
-    refiner trains alone: the codec's part of each step then runs without gradients.
+    refiner trains alone: the codec's part of each step then runs without gradients. --second-channels
+    adds a second refiner after the first, which starts as nothing; --second-only trains it alone.
 
     python tools/train_heads.py --head super-resolution --data ../shared/data/train --threads 1 --time-budget 3000
     python tools/train_heads.py --head denoising --export weights/aecodec-denoise-v3.safetensors
@@ -47,9 +48,14 @@ p.add_argument("--export", type=Path, help="write the checkpoint's head to this 
 p.add_argument("--export-info", type=Path, help="JSON merged into the exported manifest (data, results)")
 p.add_argument("--init", type=Path, help="start from this exported head (.safetensors): every tensor whose shape fits")
 p.add_argument("--refiner-only", action="store_true", help="denoising: freeze the adapters, train the refiner alone")
+p.add_argument("--second-only", action="store_true", help="denoising: train the second refiner alone")
 p.add_argument("--refine-channels", type=int, default=HeadConfig.refine_channels, help="denoising refiner: hidden channels")
 p.add_argument("--refine-layers", type=int, default=HeadConfig.refine_layers, help="denoising refiner: convolutions")
 p.add_argument("--refine-fold", type=int, default=HeadConfig.refine_fold, help="denoising refiner: pixel-unshuffle factor")
+p.add_argument("--second-channels", type=int, default=HeadConfig.second_channels,
+               help="denoising: hidden channels of a second refiner after the first (0: none)")
+p.add_argument("--second-layers", type=int, default=HeadConfig.second_layers, help="denoising second refiner: convolutions")
+p.add_argument("--second-fold", type=int, default=HeadConfig.second_fold, help="denoising second refiner: pixel-unshuffle factor")
 p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
 p.add_argument("--batch", type=int, default=8)
@@ -85,8 +91,10 @@ if args.export:
     sys.exit(0)
 if args.data is None:
     p.error("--data is required for training")
-if args.refiner_only and args.head != "denoising":
-    p.error("--refiner-only goes with --head denoising")
+if (args.refiner_only or args.second_only) and args.head != "denoising":
+    p.error("--refiner-only and --second-only go with --head denoising")
+if args.second_only and not args.second_channels:
+    p.error("--second-only needs a second refiner (--second-channels)")
 if args.threads:
     torch.set_num_threads(args.threads)
 torch.manual_seed(args.seed)
@@ -150,7 +158,8 @@ model = load_model(backbone).requires_grad_(False).to(device)
 model.train(args.head == "denoising")
 if args.head == "denoising":
     config = HeadConfig(args.head, refine_channels=args.refine_channels, refine_layers=args.refine_layers,
-                        refine_fold=args.refine_fold)
+                        refine_fold=args.refine_fold, second_channels=args.second_channels,
+                        second_layers=args.second_layers, second_fold=args.second_fold)
 else:
     config = HeadConfig(args.head)
 ckpt = torch.load(args.ckpt, map_location="cpu", weights_only=False) if args.ckpt.exists() else None
@@ -166,8 +175,10 @@ if args.init and not ckpt:
     fresh = sorted({k.rsplit(".", 1)[0] for k in own if k not in fits})
     print(f"init from {args.init}: {len(fits)} of {len(own)} tensors" + (f"; fresh: {', '.join(fresh)}" if fresh else ""))
 head.to(device)
-if args.refiner_only:
+if args.refiner_only or args.second_only:
     head.adapters.requires_grad_(False)
+if args.second_only:
+    head.refiner.requires_grad_(False)
 optimizer = torch.optim.Adam([p for p in head.parameters() if p.requires_grad], lr=args.lr)
 lambdas = torch.tensor(model.config.lambdas, device=device)
 step, elapsed, history = 0, 0.0, []
@@ -201,7 +212,7 @@ def loss_of(x: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, dict[str, f
         mse = (sr - x).square().mean()
         return mse, {"psnr": 10 * math.log10(1 / mse.item())}
     noisy, sigma = add_noise(x, gen)
-    with torch.set_grad_enabled(not args.refiner_only):
+    with torch.set_grad_enabled(not (args.refiner_only or args.second_only)):
         out = model.rate_distortion(head.analyse(model.g_a, noisy, sigma), q)
     x_hat = out["x_hat"]
     decoded = x_hat + (to_8bit(x_hat) - x_hat).detach()  # the refiner sees the 8-bit decoded image

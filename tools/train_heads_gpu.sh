@@ -19,9 +19,12 @@ variant() {  # NAME, then train_heads.py options
     --threads 4 --init "${INIT:-weights/aecodec-denoise-v3.safetensors}" --ckpt "$out/$name.pt" --time-budget "$budget" \
     --batch "${BATCH:-32}" --val-every "${VAL_EVERY:-500}" --ckpt-every 250 "$@" >"$out/$name.log" 2>&1 &
 }
-variant same --lr 2e-4 --warmup 100                                                    # the shipped shape
-variant fold64x8 --lr 5e-4 --warmup 200 --refine-channels 64 --refine-layers 8 --refine-fold 2
-variant fold64x12 --lr 5e-4 --warmup 200 --refine-channels 64 --refine-layers 12 --refine-fold 2
+# A second refiner (64 channels, 8 convolutions on the image folded 2x2) after the shipped head's, which it
+# starts from exactly: trained alone, with the first refiner, or with the whole head.
+second=(--second-channels 64 --second-layers 8 --second-fold 2)
+variant second-only --lr 5e-4 --warmup 200 "${second[@]}" --second-only
+variant second-refiners --lr 2e-4 --warmup 200 "${second[@]}" --refiner-only
+variant second-joint --lr 1e-4 --warmup 200 "${second[@]}"
 wait
 for f in "$out"/*.log; do echo "== $f"; grep -E "^val|^stopped|Error|error" "$f" | tail -4; tail -1 "$f"; done
 nvidia-smi --query-gpu=name,memory.used --format=csv 2>/dev/null
