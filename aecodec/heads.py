@@ -58,11 +58,11 @@ def _conv(cin: int, cout: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, padding=1)
 
 
-def _quiet_last(seq: nn.Sequential) -> None:
-    """Scale down the last convolution so that a fresh head starts close to doing nothing."""
+def _quiet_last(seq: nn.Sequential, scale: float = 0.1) -> None:
+    """Scale down the last convolution so that a fresh head starts close to doing nothing (at 0: nothing)."""
     last = [m for m in seq if isinstance(m, nn.Conv2d)][-1]
     with torch.no_grad():
-        last.weight.mul_(0.1)
+        last.weight.mul_(scale)
         last.bias.zero_()
 
 
@@ -94,7 +94,7 @@ class SuperResolution(nn.Module):
         return F.interpolate(base, scale_factor=SCALE, mode="bicubic", align_corners=False) + detail
 
 
-def _refiner(channels: int, layers: int, fold: int) -> nn.Sequential:
+def _refiner(channels: int, layers: int, fold: int, scale: float = 0.1) -> nn.Sequential:
     """Noisy image, estimate and noise level (7 channels) -> correction of the estimate, folded by `fold`."""
     seq: list[nn.Module] = [nn.PixelUnshuffle(fold)] if fold > 1 else []
     seq += [_conv(7 * fold * fold, channels), nn.ReLU(inplace=True)]
@@ -102,7 +102,7 @@ def _refiner(channels: int, layers: int, fold: int) -> nn.Sequential:
         seq += [_conv(channels, channels), nn.ReLU(inplace=True)]
     seq += [_conv(channels, 3 * fold * fold)] + ([nn.PixelShuffle(fold)] if fold > 1 else [])
     refiner = nn.Sequential(*seq)
-    _quiet_last(refiner)
+    _quiet_last(refiner, scale)
     return refiner
 
 
@@ -130,10 +130,8 @@ class Denoising(nn.Module):
 
         self.adapters = nn.ModuleList(adapter() for _ in range(3))
         self.refiner = _refiner(config.refine_channels, config.refine_layers, config.refine_fold)
-        if config.second_channels:
-            self.second = _refiner(config.second_channels, config.second_layers, config.second_fold)
-            with torch.no_grad():  # it starts as nothing, so a trained head grown by it does what it did
-                self.second[-2 if config.second_fold > 1 else -1].weight.zero_()
+        if config.second_channels:  # it starts as nothing, so a trained head grown by it does what it did
+            self.second = _refiner(config.second_channels, config.second_layers, config.second_fold, scale=0.0)
 
     @property
     def reach(self) -> int:
