@@ -270,13 +270,17 @@ def _sigma(colour: np.ndarray, denoise: float | str) -> float:
 
 
 def denoise(image, sigma: float | str = "auto", *, quality: float = 8.0, tile: int = DEFAULT_TILE,
-            progress: Progress | None = None) -> Image.Image:
+            collaborative: bool = True, progress: Progress | None = None) -> Image.Image:
     """Remove noise from an image: code it with the denoising adapters at `quality`, and decode it with
-    the refiner, which restores fine detail from the noisy image. Metadata and alpha are kept.
+    the refiner, which restores fine detail from the noisy image. Then, unless `collaborative` is False,
+    filter the noisy image again with a collaborative Wiener filter guided by that result: it averages
+    patches that repeat across the image, which the refiner (a local network) cannot see. Metadata and
+    alpha are kept.
 
     Args:
         sigma: the noise's standard deviation in 8-bit units (0 to 75), or "auto" to estimate it.
-        progress: called with (steps done, steps in all) for the coding, then again for the decoding.
+        progress: called with (steps done, steps in all) for the coding, then again for the decoding,
+            then for the collaborative filter.
     """
     import torch
 
@@ -286,9 +290,33 @@ def denoise(image, sigma: float | str = "auto", *, quality: float = 8.0, tile: i
     head = _head("denoising")
     data = compress(image, quality, tile=tile, progress=progress, denoise=float(level))
     margin = -(-(G_S_REACH + head.reach) // STRIDE) * STRIDE  # g_s, then the refiners: 48 px for one 4-layer refiner
-    return _decode(data, progress,
-                   lambda features, base, window: head.refine(_window_pixels(colour, window), base, level),
-                   margin=margin)
+    refined = _decode(data, progress,
+                      lambda features, base, window: head.refine(_window_pixels(colour, window), base, level),
+                      margin=margin)
+    if not collaborative or float(level) == 0:
+        return refined
+    return _collaborate(refined, pixels, float(level), progress)
+
+
+def _collaborate(refined: Image.Image, noisy: np.ndarray, sigma: float, progress: Progress | None) -> Image.Image:
+    """The collaborative Wiener filter on `noisy`'s colour (or grey) channels, with `refined` as its pilot."""
+    import torch
+
+    from .wiener import collaborative_wiener
+
+    out = np.array(refined)
+    colour = out[:, :, None] if out.ndim == 2 else out
+    channels = 3 if refined.mode in ("RGB", "RGBA") else 1
+
+    def planes(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a[:, :, :channels].transpose(2, 0, 1).astype(np.float32)) / 255
+
+    with torch.inference_mode():
+        filtered = collaborative_wiener(planes(noisy), planes(colour), sigma / 255, progress)
+    colour[:, :, :channels] = filtered.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    image = Image.fromarray(out, refined.mode)
+    image.info.update(refined.info)
+    return image
 
 
 def upscale(image, scale: int = 2, *, quality: float = 8.0, tile: int = DEFAULT_TILE,

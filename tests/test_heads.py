@@ -78,6 +78,8 @@ def test_denoise_removes_noise(hopper):
     out = np.asarray(codec.denoise(Image.fromarray(noise), 25))
     assert out.shape == image.shape
     assert psnr(out, image) > psnr(noise, image) + 5
+    fast = np.asarray(codec.denoise(Image.fromarray(noise), 25, collaborative=False))
+    assert psnr(out, image) > psnr(fast, image) + 0.2  # the collaborative filter adds to the refiner
 
 
 def test_compress_denoise_spends_fewer_bits_and_decodes_with_the_plain_decoder(hopper):
@@ -196,9 +198,11 @@ def test_second_refiner_corrects_the_first():
     assert second.shape == first.shape and 0 < (second - first).abs().mean() < 0.05
 
 
-def test_denoise_reports_the_coding_then_the_decoding(hopper):
+@pytest.mark.parametrize("collaborative, phases", [(True, 3), (False, 2)])
+def test_denoise_reports_the_coding_the_decoding_and_the_filter(hopper, collaborative, phases):
     calls = []
-    codec.denoise(Image.fromarray(hopper), 10, progress=lambda done, total: calls.append((done, total)))
+    codec.denoise(Image.fromarray(hopper), 10, collaborative=collaborative,
+                  progress=lambda done, total: calls.append((done, total)))
     ends = [i for i, (done, total) in enumerate(calls) if done == total]
-    assert len(ends) == 2 and ends[1] == len(calls) - 1  # two phases, each counted to its end
-    assert calls[0][0] == calls[ends[0] + 1][0] == 1
+    assert len(ends) == phases and ends[-1] == len(calls) - 1  # each phase counted to its end
+    assert all(calls[start][0] == 1 for start in [0] + [end + 1 for end in ends[:-1]])
