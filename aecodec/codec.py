@@ -295,27 +295,40 @@ def denoise(image, sigma: float | str = "auto", *, quality: float = 8.0, tile: i
                       margin=margin)
     if not collaborative or float(level) == 0:
         return refined
-    return _collaborate(refined, pixels, float(level), progress)
+    return collaborative_filter(pixels, refined, float(level), progress=progress)
 
 
-def _collaborate(refined: Image.Image, noisy: np.ndarray, sigma: float, progress: Progress | None) -> Image.Image:
-    """The collaborative Wiener filter on `noisy`'s colour (or grey) channels, with `refined` as its pilot."""
+def collaborative_filter(noisy, pilot: Image.Image, sigma: float | str = "auto", *,
+                         progress: Progress | None = None) -> Image.Image:
+    """Filter a noisy image (a PIL image or array) again with a collaborative Wiener filter guided by
+    `pilot`, an estimate of its clean image with the same size (`denoise(..., collaborative=False)`
+    gives one). The result has the pilot's mode, alpha and metadata. `sigma` is the noise's standard
+    deviation in 8-bit units (0 to 75) or "auto"; `progress` is called with (bands done, bands in all)."""
     import torch
 
     from .wiener import collaborative_wiener
 
-    out = np.array(refined)
+    pixels, mode = _to_array(noisy)
+    colour_in = pixels[:, :, :3] if mode in ("RGB", "RGBA") else np.repeat(pixels[:, :, :1], 3, axis=2)
+    out = np.array(pilot)
     colour = out[:, :, None] if out.ndim == 2 else out
-    channels = 3 if refined.mode in ("RGB", "RGBA") else 1
+    if colour.shape[:2] != pixels.shape[:2]:
+        raise AecError(f"the pilot is {pilot.width}x{pilot.height} but the noisy image is "
+                       f"{pixels.shape[1]}x{pixels.shape[0]}")
+    level = _sigma(colour_in, sigma)
+    if level == 0:
+        return pilot.copy()
+    channels = 3 if pilot.mode in ("RGB", "RGBA") else 1
+    noisy_planes = colour_in if channels == 3 else colour_in.mean(axis=2, keepdims=True)  # grey as the decoder makes it
 
     def planes(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a[:, :, :channels].transpose(2, 0, 1).astype(np.float32)) / 255
 
     with torch.inference_mode():
-        filtered = collaborative_wiener(planes(noisy), planes(colour), sigma / 255, progress)
+        filtered = collaborative_wiener(planes(noisy_planes), planes(colour), level / 255, progress)
     colour[:, :, :channels] = filtered.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    image = Image.fromarray(out, refined.mode)
-    image.info.update(refined.info)
+    image = Image.fromarray(out, pilot.mode)
+    image.info.update(pilot.info)
     return image
 
 

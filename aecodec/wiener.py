@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 
 PATCH = 8  # pixels a side of a patch
-STEP = 3  # pixels between reference patches
+STEP = 4  # pixels between reference patches
 SEARCH = 12  # pixels the search for similar patches reaches each way
-GROUP = 16  # patches stacked per reference (a power of two, for the Walsh-Hadamard transform)
-BAND_REFERENCES = 8192  # reference patches searched and filtered together: bounds the memory
+GROUP = 32  # patches stacked per reference (a power of two, for the Walsh-Hadamard transform)
+BAND_REFERENCES = 8192  # reference patches searched together: bounds the memory of the search
+CHUNK = 2048  # reference patches filtered together: bounds the memory of the groups
 
 # Orthonormal opponent colour transform: luminance, then two colour differences.
 _COLOUR = torch.tensor([[1 / math.sqrt(3)] * 3,
@@ -102,33 +103,31 @@ def collaborative_wiener(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float,
     colour = _COLOUR.to(noisy) if channels == 3 else torch.eye(channels)
     z = torch.einsum("ij,jhw->ihw", colour, noisy - clipping_bias(pilot, sigma)).reshape(channels, -1)
     p = torch.einsum("ij,jhw->ihw", colour, pilot)
-    dct, walsh, window = _dct_matrix(PATCH), _hadamard(GROUP), _kaiser(PATCH).flatten()
+    dct = _dct_matrix(PATCH)
+    dct2, walsh, window = torch.kron(dct, dct), _hadamard(GROUP), _kaiser(PATCH).flatten()  # dct2: on flat patches
     inside = (torch.arange(PATCH)[:, None] * width + torch.arange(PATCH)[None]).flatten()  # a patch's pixels
+    both = torch.stack([z, p.reshape(channels, -1)])  # gathered together: the same patches of each
     numerator = torch.zeros_like(z)
     denominator = torch.zeros_like(z)
     rows, cols = _positions(height), _positions(width)
-    p_flat = p.reshape(channels, -1)
     band_rows = max(1, BAND_REFERENCES // len(cols))
     bands = range(0, len(rows), band_rows)
     for done, start in enumerate(bands, 1):
-        band = rows[start:start + band_rows]
-        pixels = (_matches(p[0], band, cols)[..., None] + inside).flatten(1)  # (refs, GROUP * PATCH^2)
-        shape = (channels, len(pixels), GROUP, PATCH, PATCH)
-
-        def spectrum(flat: torch.Tensor) -> torch.Tensor:
-            groups = dct @ flat[:, pixels].reshape(shape) @ dct.T
-            return torch.einsum("gk,crkab->crgab", walsh, groups)
-
-        gain = spectrum(p_flat).square()
-        gain = gain / (gain + sigma ** 2)
-        estimate = dct.T @ torch.einsum("gk,crgab->crkab", walsh, gain * spectrum(z)) @ dct
-        # A group's weight is the inverse of its estimate's noise variance.
-        weight = 1 / (sigma ** 2 * gain.square().sum((2, 3, 4)) + 1e-12)  # (channels, refs)
-        contribution = weight[..., None, None] * window  # (channels, refs, 1, PATCH^2)
-        index = pixels.flatten()
-        for c in range(channels):
-            numerator[c].index_add_(0, index, (estimate[c].reshape(len(pixels), GROUP, -1) * contribution[c]).flatten())
-            denominator[c].index_add_(0, index, contribution[c].expand(-1, GROUP, -1).flatten())
+        matches = _matches(p[0], rows[start:start + band_rows], cols)
+        for chunk in matches.split(CHUNK):
+            pixels = (chunk[..., None] + inside).flatten(1)
+            groups = both[:, :, pixels].reshape(2, channels, len(pixels), GROUP, PATCH * PATCH)
+            noisy_spectrum, pilot_spectrum = walsh @ groups @ dct2.T  # (channels, refs, GROUP, PATCH^2) each
+            gain = pilot_spectrum.square()
+            gain = gain / (gain + sigma ** 2)
+            estimate = walsh @ (gain * noisy_spectrum) @ dct2  # walsh and dct2 are orthonormal: their own inverses
+            # A group's weight is the inverse of its estimate's noise variance.
+            weight = 1 / (sigma ** 2 * gain.square().sum((2, 3)) + 1e-12)  # (channels, refs)
+            contribution = weight[..., None, None] * window  # (channels, refs, 1, PATCH^2)
+            index = pixels.flatten()
+            for c in range(channels):
+                numerator[c].index_add_(0, index, (estimate[c] * contribution[c]).flatten())
+                denominator[c].index_add_(0, index, contribution[c].expand(-1, GROUP, -1).flatten())
         if progress:
             progress(done, len(bands))
     out = numerator / denominator.clamp_min(1e-12)

@@ -220,7 +220,8 @@ def heads_section(path: Path | None) -> str:
     def cells(row: dict, keys: tuple[str, ...]) -> str:
         return "".join(f"<td>{row[k]:.2f}</td>" if k in row else "<td>n/a</td>" for k in keys)
 
-    dn_keys = ("noisy", "nlm", "bm3d", "aecodec", "aecodec_estimated", "aecodec_no_refiner", "estimated_sigma")
+    dn_keys = ("noisy", "nlm", "bm3d", "aecodec", "aecodec_estimated", "aecodec_fast", "aecodec_no_refiner",
+               "estimated_sigma", "bm3d_seconds", "aecodec_seconds", "aecodec_fast_seconds")
     dn_rows = "".join(f"<tr><td>{e(name)}</td><td>{row['images']}</td>{cells(row, dn_keys)}</tr>"
                       for name, row in summary["denoising"].items())
     rate_rows = "".join(
@@ -237,9 +238,11 @@ def heads_section(path: Path | None) -> str:
                         f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in costs.items())
     return f"""<h2>Denoising and super-resolution heads</h2>
 <p>Measured by <code>benchmarks/heads.py</code> (its docstring gives the protocol). Denoising: mean PSNR-RGB (dB)
-against the clean images; aecodec at quality 8, told the true sigma, or the sigma it estimates.</p>
+against the clean images; aecodec at quality 8, told the true sigma, or the sigma it estimates; <code>--fast</code>
+is the head without the collaborative filter. Seconds: one image, one thread (the benchmark runs images in parallel).</p>
 <table id="denoising"><tr><th>set, noise</th><th>images</th><th>noisy</th><th>OpenCV NLM</th><th>CBM3D</th>
-<th>aecodec denoise</th><th>aecodec, estimated sigma</th><th>aecodec, no refiner</th><th>estimated sigma</th></tr>{dn_rows}</table>
+<th>aecodec denoise</th><th>aecodec, estimated sigma</th><th>aecodec --fast</th><th>aecodec, no refiner</th>
+<th>estimated sigma</th><th>CBM3D s</th><th>aecodec s</th><th>aecodec --fast s</th></tr>{dn_rows}</table>
 <p>Rate: the noisy image coded at quality 4, plainly and with <code>--denoise</code> (PSNR against the clean image).</p>
 <table id="denoise-rate"><tr><th>set, noise</th><th>plain bpp</th><th>plain PSNR</th><th>--denoise bpp</th><th>--denoise PSNR</th></tr>{rate_rows}</table>
 <p>Super-resolution x2: mean PSNR on BT.601 luma, 2 border pixels cropped. Published, for reference: {published}.</p>

@@ -187,6 +187,10 @@ def test_heads_from_the_command_line(png, tmp_path):
     r = run("denoise", noisy)
     assert r.exit_code == 0, r.output
     assert "noise sigma" in r.output and Image.open(tmp_path / "noisy.denoised.png").size == (120, 80)
+    r = run("denoise", noisy, "--fast", "-o", tmp_path / "fast.png")
+    assert r.exit_code == 0, r.output
+    fast, full = (np.asarray(Image.open(tmp_path / name)) for name in ("fast.png", "noisy.denoised.png"))
+    assert fast.shape == full.shape and not np.array_equal(fast, full)  # --fast skips the collaborative filter
     r = run("compress", noisy, "--denoise", "--sigma", "20", "-o", tmp_path / "clean.aec")
     assert r.exit_code == 0 and "noise sigma 20.0" in r.output, r.output
     assert run("decompress", tmp_path / "clean.aec").exit_code == 0  # the ordinary decoder

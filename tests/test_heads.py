@@ -78,8 +78,14 @@ def test_denoise_removes_noise(hopper):
     out = np.asarray(codec.denoise(Image.fromarray(noise), 25))
     assert out.shape == image.shape
     assert psnr(out, image) > psnr(noise, image) + 5
-    fast = np.asarray(codec.denoise(Image.fromarray(noise), 25, collaborative=False))
-    assert psnr(out, image) > psnr(fast, image) + 0.2  # the collaborative filter adds to the refiner
+    fast = codec.denoise(Image.fromarray(noise), 25, collaborative=False)
+    assert psnr(out, image) > psnr(np.asarray(fast), image) + 0.2  # the collaborative filter adds to the refiner
+    assert np.array_equal(np.asarray(codec.collaborative_filter(noise, fast, 25)), out)  # denoise is the two in turn
+
+
+def test_collaborative_filter_refuses_a_pilot_of_another_size(hopper):
+    with pytest.raises(AecError, match="pilot is 64x32"):
+        codec.collaborative_filter(hopper[:40, :64], Image.fromarray(hopper[:32, :64]), 10)
 
 
 def test_compress_denoise_spends_fewer_bits_and_decodes_with_the_plain_decoder(hopper):
