@@ -417,7 +417,7 @@ def upscale(sources: tuple[Path, ...], out: Path | None, scale: str, quality: fl
 @_sigma_option
 @_head_quality
 @click.option("--fast", is_flag=True,
-              help="Skip the collaborative filter after the head: about 3x faster, about 0.5 dB noisier at sigma 25.")
+              help="Skip the collaborative filter after the head: about 3.5x faster, 0.3-0.5 dB noisier at sigma 25.")
 @_with_batch_options
 def denoise(sources: tuple[Path, ...], out: Path | None, sigma: float | None, quality: float, fast: bool, force: bool,
             workers: int, as_json: bool) -> None:

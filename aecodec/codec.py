@@ -293,9 +293,7 @@ def denoise(image, sigma: float | str = "auto", *, quality: float = 8.0, tile: i
     refined = _decode(data, progress,
                       lambda features, base, window: head.refine(_window_pixels(colour, window), base, level),
                       margin=margin)
-    if not collaborative or float(level) == 0:
-        return refined
-    return collaborative_filter(pixels, refined, float(level), progress=progress)
+    return collaborative_filter(pixels, refined, float(level), progress=progress) if collaborative else refined
 
 
 def collaborative_filter(noisy, pilot: Image.Image, sigma: float | str = "auto", *,

@@ -18,6 +18,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+# Chosen on held-out training crops (not Kodak) at sigma 25, after the shipped head: step 3 and groups of 16
+# gave +0.32 dB over the head; step 4 and groups of 32, +0.37 dB in 0.77x the time; a 16 px search, +0.04 more.
 PATCH = 8  # pixels a side of a patch
 STEP = 4  # pixels between reference patches
 SEARCH = 12  # pixels the search for similar patches reaches each way
@@ -84,9 +86,9 @@ def clipping_bias(clean: torch.Tensor, sigma: float) -> torch.Tensor:
     """E[clip(clean + noise, 0, 1)] - clean for Gaussian noise of deviation sigma: what clipping to the
     8-bit range adds to the mean of a noisy pixel (positive near black, negative near white)."""
     normal = torch.distributions.Normal(0.0, 1.0)
-    low, high = -clean / sigma, (1 - clean) / sigma
-    density = lambda t: normal.log_prob(t).exp()  # noqa: E731
-    inside = clean * (normal.cdf(high) - normal.cdf(low)) + sigma * (density(low) - density(high))
+    low, high = -clean / sigma, (1 - clean) / sigma  # where 0 and 1 lie, in noise deviations
+    density_low, density_high = normal.log_prob(low).exp(), normal.log_prob(high).exp()
+    inside = clean * (normal.cdf(high) - normal.cdf(low)) + sigma * (density_low - density_high)
     return inside + (1 - normal.cdf(high)) - clean
 
 
@@ -120,7 +122,7 @@ def collaborative_wiener(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float,
             noisy_spectrum, pilot_spectrum = walsh @ groups @ dct2.T  # (channels, refs, GROUP, PATCH^2) each
             gain = pilot_spectrum.square()
             gain = gain / (gain + sigma ** 2)
-            estimate = walsh @ (gain * noisy_spectrum) @ dct2  # walsh and dct2 are orthonormal: their own inverses
+            estimate = walsh @ (gain * noisy_spectrum) @ dct2  # the inverses: walsh is symmetric, dct2 orthonormal
             # A group's weight is the inverse of its estimate's noise variance.
             weight = 1 / (sigma ** 2 * gain.square().sum((2, 3)) + 1e-12)  # (channels, refs)
             contribution = weight[..., None, None] * window  # (channels, refs, 1, PATCH^2)
