@@ -58,12 +58,12 @@ def _positions(size: int) -> torch.Tensor:
     return torch.unique(torch.cat([torch.arange(0, last + 1, STEP), torch.tensor([last])]))
 
 
-def _matches(lum: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Flat top-left indexes (into lum) of the GROUP patches of lum nearest to each reference patch,
-    searched within +-SEARCH pixels: shape (len(rows) * len(cols), GROUP)."""
-    height, width = lum.shape
-    # Patches that would cross the image's edge get an infinite distance through the padding.
-    padded = F.pad(lum[None, None], (SEARCH,) * 4, value=float("inf"))[0, 0]
+def _matches(padded: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Flat top-left indexes (into the image) of the GROUP patches nearest to each reference patch,
+    searched within +-SEARCH pixels of the luminance, `padded` by SEARCH pixels of infinity (so that
+    patches crossing the image's edge are never near): shape (len(rows) * len(cols), GROUP)."""
+    width = padded.shape[1] - 2 * SEARCH
+    lum = padded[SEARCH:-SEARCH, SEARCH:-SEARCH]
     offsets = [(dy, dx) for dy in range(-SEARCH, SEARCH + 1) for dx in range(-SEARCH, SEARCH + 1)]
     top, bottom = int(rows[0]), int(rows[-1]) + PATCH
     distances = []
@@ -112,10 +112,11 @@ def collaborative_wiener(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float,
     numerator = torch.zeros_like(z)
     denominator = torch.zeros_like(z)
     rows, cols = _positions(height), _positions(width)
+    padded = F.pad(p[:1][None], (SEARCH,) * 4, value=float("inf"))[0, 0]
     band_rows = max(1, BAND_REFERENCES // len(cols))
     bands = range(0, len(rows), band_rows)
     for done, start in enumerate(bands, 1):
-        matches = _matches(p[0], rows[start:start + band_rows], cols)
+        matches = _matches(padded, rows[start:start + band_rows], cols)
         for chunk in matches.split(CHUNK):
             pixels = (chunk[..., None] + inside).flatten(1)
             groups = both[:, :, pixels].reshape(2, channels, len(pixels), GROUP, PATCH * PATCH)

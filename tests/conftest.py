@@ -12,6 +12,12 @@ def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.clip(np.dstack([r, g, b]), 0, 255).astype(np.uint8)
 
 
+def noisy(clean: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    """Seeded Gaussian noise, clipped and rounded to 8 bits as a noisy PNG would be."""
+    rng = np.random.default_rng(seed)
+    return np.clip(np.round(clean + rng.normal(0, sigma, clean.shape)), 0, 255).astype(np.uint8)
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)

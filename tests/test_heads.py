@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import psnr, synthetic_image
+from conftest import noisy, psnr, synthetic_image
 from PIL import Image
 
 from aecodec import codec
@@ -27,11 +27,6 @@ def hopper() -> np.ndarray:
 def luma_psnr(a: np.ndarray, b: np.ndarray) -> float:
     weights = np.array([65.481, 128.553, 24.966]) / 255
     return psnr(a.astype(np.float64) @ weights, b.astype(np.float64) @ weights)
-
-
-def noisy(clean: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.clip(np.round(clean + rng.normal(0, sigma, clean.shape)), 0, 255).astype(np.uint8)
 
 
 def test_decompress_at_scale_2_beats_bicubic_of_the_decoded_image(hopper):

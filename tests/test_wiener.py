@@ -4,7 +4,7 @@ uses the pilot's gains and repeated patches, and that bands, odd sizes and grey 
 import numpy as np
 import pytest
 import torch
-from conftest import psnr, synthetic_image
+from conftest import noisy, psnr, synthetic_image
 
 from aecodec import wiener
 
@@ -15,11 +15,6 @@ def planes(image: np.ndarray) -> torch.Tensor:
 
 def pixels(t: torch.Tensor) -> np.ndarray:
     return t.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-
-
-def noisy(clean: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.clip(np.round(clean + rng.normal(0, sigma, clean.shape)), 0, 255).astype(np.uint8)
 
 
 def test_clipping_bias_matches_sampled_noise():
@@ -58,11 +53,12 @@ def test_clipped_noise_does_not_brighten_shadows_or_darken_highlights():
         assert abs((out[half].astype(float) - clean[half]).mean()) < 0.5
 
 
-def test_bands_leave_no_trace(monkeypatch):
+def test_bands_and_chunks_leave_no_trace(monkeypatch):
     clean = synthetic_image(45, 61, seed=5)
     noise, pilot = planes(noisy(clean, 20)), planes(noisy(clean, 5, seed=6))
     whole = wiener.collaborative_wiener(noise, pilot, 20 / 255)
     monkeypatch.setattr(wiener, "BAND_REFERENCES", 7)
+    monkeypatch.setattr(wiener, "CHUNK", 5)
     calls = []
     banded = wiener.collaborative_wiener(noise, pilot, 20 / 255, lambda done, total: calls.append((done, total)))
     assert torch.allclose(banded, whole, atol=1e-5)
