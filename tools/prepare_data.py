@@ -1,4 +1,4 @@
-"""Turn a folder of photos into a folder of training crops.
+"""Turn a folder of photos into a folder of training crops, or of whole photos re-encoded to travel.
 
 Large photos are downsampled by a random factor (short side to 512..768 px), which removes sensor
 noise and JPEG artifacts that a codec should not learn to reproduce; then up to --max-crops
@@ -10,6 +10,8 @@ train.py can hold out whole photos for validation; an input that already is one 
         --format jpeg --exclude-validation        # compact copy for a GPU call (JPEG q95 4:4:4)
     python tools/prepare_data.py ../shared/data/train .gpudata/denoise --shrink 176 \
         --format jpeg                             # smaller still, for the denoising head (128 px crops)
+    python tools/prepare_data.py ../shared/data/photos .gpudata/photos --whole --scale 0.8 \
+        --format avif --quality 78                # whole photos for tools/train_gpu.sh (AVIF 4:4:4)
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
-IMAGE_EXTENSIONS = {".png", ".webp", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm"}
+IMAGE_EXTENSIONS = {".png", ".webp", ".jpg", ".jpeg", ".avif", ".bmp", ".tif", ".tiff", ".ppm"}
 
 
 def photo_of(path: Path) -> str:
@@ -61,7 +63,10 @@ def main() -> None:
     p.add_argument("dst", type=Path)
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--max-crops", type=int, default=6)
-    p.add_argument("--format", choices=["png", "jpeg"], default="png", help="jpeg: quality 95, 4:4:4 (compact, ~43 dB)")
+    p.add_argument("--format", choices=["png", "jpeg", "avif"], default="png", help="jpeg and avif: 4:4:4 at --quality")
+    p.add_argument("--quality", type=int, default=95, help="of jpeg (95: about 43 dB) and avif (78: about 40 dB on these photos)")
+    p.add_argument("--whole", action="store_true", help="whole photos, not crops, resized by --scale (Lanczos)")
+    p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--exclude-validation", action="store_true", help="skip the photos train.py holds out")
     p.add_argument("--shrink", type=int, default=0, metavar="N",
                    help="a folder of crops: one random NxN crop of each, named as its input (so that its photo stays "
@@ -78,7 +83,10 @@ def main() -> None:
         rng = random.Random(f"{args.seed}:{path.name}")
         with Image.open(path) as im:
             img = im.convert("RGB")
-        if args.shrink:
+        if args.whole:
+            size = (round(img.width * args.scale), round(img.height * args.scale))
+            named = [(path.stem, img if args.scale == 1 else img.resize(size, Image.LANCZOS))]
+        elif args.shrink:
             if held_out and validation == 16:
                 continue
             validation += held_out
@@ -91,10 +99,13 @@ def main() -> None:
         for stem, crop in named:
             if args.format == "png":
                 crop.save(args.dst / f"{stem}.png", compress_level=6)
+            elif args.format == "jpeg":
+                crop.save(args.dst / f"{stem}.jpg", quality=args.quality, subsampling=0)
             else:
-                crop.save(args.dst / f"{stem}.jpg", quality=95, subsampling=0)
+                crop.save(args.dst / f"{stem}.avif", quality=args.quality, subsampling="4:4:4", speed=6)
             written += 1
-    print(f"wrote {written} crops to {args.dst}")
+    size = sum(f.stat().st_size for f in args.dst.iterdir())
+    print(f"wrote {written} {'photos' if args.whole else 'crops'} to {args.dst} ({size / 2**20:.1f} MiB in all)")
 
 
 if __name__ == "__main__":
