@@ -147,7 +147,7 @@ class GainedHyperprior(nn.Module):
         # The entropy models need float32: likelihoods of 1e-9 are meaningless in bf16.
         with torch.autocast(device_type=y.device.type, enabled=False):
             y, z = y.float(), z.float()
-            _, z_likelihoods = self.entropy_bottleneck(z)
+            z_likelihoods = self.z_likelihoods(z)
             # Detached: the medians (quantiles) are fitted by the auxiliary loss alone.
             z_offset = self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
             z_hat = quantize_ste(z - z_offset) + z_offset
@@ -160,6 +160,20 @@ class GainedHyperprior(nn.Module):
         features = self.g_s[:-1](y_hat * inv_gain)
         return {"x_hat": float32(self.g_s[-1], features), "features": features,
                 "y_likelihoods": y_likelihoods, "z_likelihoods": z_likelihoods}
+
+    def z_likelihoods(self, z: Tensor) -> Tensor:
+        """The factorized prior's likelihoods of z: noisy in training, rounded around the medians in eval.
+
+        What `entropy_bottleneck(z)[1]` computes, without its permutation built as a device tensor and
+        read back (four host syncs a step on CUDA, and graph breaks for torch.compile)."""
+        eb = self.entropy_bottleneck
+        values = z.transpose(0, 1)  # (N, B, H, W): the prior's layout, channel first
+        shape = values.shape
+        values = eb.quantize(values.reshape(shape[0], 1, -1), "noise" if self.training else "dequantize", eb._get_medians())
+        likelihood, _, _ = eb._likelihood(values)
+        if eb.use_likelihood_bound:
+            likelihood = eb.likelihood_lower_bound(likelihood)
+        return likelihood.reshape(shape).transpose(0, 1)
 
     # --- coding-time pieces, called by the codec -------------------------------------------
 

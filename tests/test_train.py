@@ -141,3 +141,30 @@ def test_a_diverging_run_is_rolled_back_then_stopped(tmp_path, photos):
                 ok=False)
     assert out.count("non-finite loss since the last check; rolled back") == 5
     assert "training diverged: 5 rollbacks" in out
+
+
+def test_z_likelihoods_match_the_entropy_bottleneck_in_training_and_eval():
+    model = GainedHyperprior(ModelConfig(N=16, M=24))
+    z = torch.randn(2, 16, 5, 7) * 4
+    for training in (True, False):
+        model.train(training)
+        torch.manual_seed(3)
+        expected = model.entropy_bottleneck(z)[1]
+        torch.manual_seed(3)
+        assert torch.equal(model.z_likelihoods(z), expected)
+
+
+def test_the_training_loss_is_one_graph_for_torch_compile():
+    """A graph break is a host round trip on CUDA (compressai's EntropyBottleneck.forward reads its
+    permutation back from the device): the step must trace whole."""
+    model = GainedHyperprior(ModelConfig(N=16, M=24)).train()
+    lambdas = torch.tensor(model.config.lambdas)
+
+    def loss(x, levels):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x, levels.float() + 1)
+        bits = sum(-torch.log2(out[k]).sum() for k in ("y_likelihoods", "z_likelihoods"))
+        return (lambdas[levels] * (out["x_hat"] - x).square().mean()).sum() + bits
+
+    explained = torch._dynamo.explain(loss)(torch.rand(2, 3, 64, 64), torch.tensor([0, 5]))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons

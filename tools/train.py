@@ -48,6 +48,7 @@ p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's d
 p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
 p.add_argument("--batch", type=int, default=8, help="batch of the plain configuration ('-xK' multiplies it)")
 p.add_argument("--crop", type=int, default=256)
+p.add_argument("--channels", help="N,M of a fresh model (default: the config's 128,192), for small-scale experiments")
 p.add_argument("--scale-max", type=float, default=1.0, help="crops cut at a scale log-uniform in [1, this] and shrunk")
 p.add_argument("--lambdas", help="comma-separated lambdas of the quality levels (default: the config's; with --init, "
                                  "new levels start from the trained gains, interpolated in log lambda)")
@@ -158,10 +159,11 @@ elif args.init:
     step, elapsed, history = init.manifest["steps"], init.manifest["train_seconds"], init.manifest["history"]
     log(f"initialised from {args.init} (step {step})")
 else:
-    model = GainedHyperprior(ModelConfig())
+    sizes = dict(zip("NM", map(int, args.channels.split(",")))) if args.channels else {}
+    model = GainedHyperprior(ModelConfig(**sizes))
 if args.lambdas and not resume:
     model = model.with_lambdas(tuple(float(v) for v in args.lambdas.split(",")))
-config = model.config
+config, resumed = model.config, resume is not None
 # The schedule (warm-up, budget, decay) counts from a fresh model or from --init, over all resumes.
 origin_step, origin_elapsed = resume["origin"] if resume else (step, elapsed)
 model = model.to(device).to(memory_format=torch.channels_last)
@@ -179,6 +181,7 @@ if resume:
     jitter.rng.setstate(resume["jitter"])
     torch.set_rng_state(resume["rng"].cpu())
     log(f"resumed from {args.ckpt} at step {step} ({elapsed / 3600:.2f} h trained)")
+    del resume
 log(f"quality levels: lambdas {config.lambdas}")
 if ddp:
     # The quantiles are fitted by the auxiliary loss alone, outside DDP's forward: each rank computes the
@@ -198,14 +201,13 @@ def progress() -> float:
 
 
 def learning_rate(peak: float) -> float:
-    """Linear warm-up (each run, as its Adam moments may be fresh), the peak, then a cosine decay to
-    --lr-min over the last --decay-frac of the budget."""
-    if step - run_first_step < args.warmup:
-        return peak * (step - run_first_step + 1) / args.warmup
+    """The peak, then a cosine decay to --lr-min over the last --decay-frac of the budget; a linear
+    warm-up first where the Adam moments are fresh (not on resuming a checkpoint)."""
     into_decay = (progress() - (1 - args.decay_frac)) / args.decay_frac
-    if into_decay <= 0:
-        return peak
-    return args.lr_min + 0.5 * (peak - args.lr_min) * (1 + math.cos(math.pi * min(into_decay, 1.0)))
+    lr = peak if into_decay <= 0 else args.lr_min + 0.5 * (peak - args.lr_min) * (1 + math.cos(math.pi * min(into_decay, 1.0)))
+    if not resumed and step - run_first_step < args.warmup:
+        return lr * (step - run_first_step + 1) / args.warmup
+    return lr
 
 
 def finished() -> bool:
@@ -383,6 +385,20 @@ def timed_trials(names: list[str]) -> tuple[str, object, int, float, list[dict]]
     return best["config"], best["loss_fn"], best["batch"], best["lr"], trials
 
 
+def host_syncs(loss_fn, batch: int, peak: float) -> list[str]:
+    """The operations of one step that make the host wait for the device (CUDA's sync debug mode)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            train_step(loss_fn, batch, peak)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sorted({str(w.message).splitlines()[0][:200] for w in caught})
+
+
 def write_profile(loss_fn, batch: int, peak: float, folder: Path) -> None:
     """Operator times of a few steps of the chosen configuration, to see where the next speed-up is."""
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -406,9 +422,10 @@ log(f"training with {chosen}: batch {batch}, peak lr {peak:.2e}")
 if args.profile and master:
     args.profile.mkdir(parents=True, exist_ok=True)
     write_profile(loss_fn, batch, peak, args.profile)
+    syncs = host_syncs(loss_fn, batch, peak) if device.type == "cuda" else None
     (args.profile / "configs.json").write_text(json.dumps(
         {"chosen": chosen, "batch": batch, "lr": peak, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-         "trials": [{k: v for k, v in t.items() if k != "loss_fn"} for t in trials]}, indent=2) + "\n")
+         "host_syncs_per_step": syncs, "trials": [{k: v for k, v in t.items() if k != "loss_fn"} for t in trials]}, indent=2) + "\n")
 good, rollbacks, smooth = snapshot(), 0, None
 bad = torch.zeros((), dtype=torch.bool, device=device)
 while not finished():
