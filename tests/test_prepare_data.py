@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from conftest import synthetic_image
 from PIL import Image
 from test_train_heads import validation_name
@@ -36,3 +37,17 @@ def test_shrink_keeps_names_and_the_held_out_crops_whole(tmp_path):
     prepare(src, dst, "--shrink", "176", "--format", "jpeg")
     sizes = {c.stem: Image.open(c).size for c in dst.iterdir()}
     assert sizes == {"photo1_0": (176, 176), "photo1_1": (176, 176), "photo2_0": (176, 176), held_out: (256, 256)}
+
+
+def test_whole_photos_travel_as_scaled_avif_and_keep_their_names(tmp_path):
+    src, dst = tmp_path / "photos", tmp_path / "carry"
+    src.mkdir()
+    held_out = validation_name(0)
+    for i, stem in enumerate(["wide", held_out]):
+        Image.fromarray(synthetic_image(200, 300 - 50 * i, seed=i)).save(src / f"{stem}.png")
+    prepare(src, dst, "--whole", "--scale", "0.8", "--format", "avif", "--quality", "90")
+    sizes = {c.name: Image.open(c).size for c in dst.iterdir()}
+    assert sizes == {"wide.avif": (240, 160), f"{held_out}.avif": (200, 160)}
+    original = np.asarray(Image.open(src / "wide.png").resize((240, 160), Image.LANCZOS), dtype=float)
+    carried = np.asarray(Image.open(dst / "wide.avif").convert("RGB"), dtype=float)
+    assert 10 * np.log10(255**2 / np.mean((original - carried) ** 2)) > 35

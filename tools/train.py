@@ -211,7 +211,8 @@ def learning_rate(peak: float) -> float:
 
 
 def finished() -> bool:
-    over = (args.steps and step - origin_step >= args.steps) or (args.time_budget and elapsed - origin_elapsed >= args.time_budget)
+    over = ((args.steps and step - origin_step >= args.steps)
+            or (args.time_budget and elapsed - origin_elapsed >= args.time_budget))
     return bool(over or (args.stop_after and time.time() - run_start >= args.stop_after))
 
 
@@ -309,7 +310,8 @@ def parse_config(name: str) -> tuple[str, int]:
 def make_loss(mode: str):
     if mode == "eager":
         return rd_loss
-    return torch.compile(rd_loss, mode="reduce-overhead" if mode == "cudagraphs" else None)
+    # Static shapes: each batch size gets its own graph rather than one with a symbolic batch.
+    return torch.compile(rd_loss, mode="reduce-overhead" if mode == "cudagraphs" else None, dynamic=False)
 
 
 def train_step(loss_fn, batch: int, peak: float) -> tuple[float, torch.Tensor, torch.Tensor]:
@@ -422,10 +424,11 @@ log(f"training with {chosen}: batch {batch}, peak lr {peak:.2e}")
 if args.profile and master:
     args.profile.mkdir(parents=True, exist_ok=True)
     write_profile(loss_fn, batch, peak, args.profile)
-    syncs = host_syncs(loss_fn, batch, peak) if device.type == "cuda" else None
+    cuda = device.type == "cuda"
     (args.profile / "configs.json").write_text(json.dumps(
-        {"chosen": chosen, "batch": batch, "lr": peak, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-         "host_syncs_per_step": syncs, "trials": [{k: v for k, v in t.items() if k != "loss_fn"} for t in trials]}, indent=2) + "\n")
+        {"chosen": chosen, "batch": batch, "lr": peak, "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+         "host_syncs_per_step": host_syncs(loss_fn, batch, peak) if cuda else None,
+         "trials": [{k: v for k, v in t.items() if k != "loss_fn"} for t in trials]}, indent=2) + "\n")
 good, rollbacks, smooth = snapshot(), 0, None
 bad = torch.zeros((), dtype=torch.bool, device=device)
 while not finished():
@@ -446,9 +449,10 @@ while not finished():
             log(f"step {step}: non-finite loss since the last check; rolled back, training {chosen} at peak lr {peak:.2e}")
             continue
         good = snapshot()
-        l, b, ps, aux = smooth.tolist()
-        log(f"step {step:6d} {100 * progress():3.0f}% | {elapsed / 60:6.1f} min | {(time.time() - run_start) / (step - run_first_step):5.3f} s/step | "
-            f"lr {lr:.2e} | loss {l:.3f} | bpp {b:.3f} | psnr {ps:.2f} | aux {aux:.1f}")
+        avg_loss, avg_bpp, avg_psnr, aux = smooth.tolist()
+        per_step = (time.time() - run_start) / (step - run_first_step)
+        log(f"step {step:6d} {100 * progress():3.0f}% | {elapsed / 60:6.1f} min | {per_step:5.3f} s/step | lr {lr:.2e} | "
+            f"loss {avg_loss:.3f} | bpp {avg_bpp:.3f} | psnr {avg_psnr:.2f} | aux {aux:.1f}")
     if step % args.val_every == 0 and master and val_images:
         history.append(validate())
         log("val " + json.dumps(history[-1]))

@@ -6,7 +6,8 @@
 # Each call returns the weights (split under 16 MiB: cat $OUT/NAME.safetensors.part-* > NAME.safetensors),
 # the learning curve, the log, the timed configurations (configs.json) and an operator profile. If the
 # second call never comes, the first one's export (the EMA, where it validates better) is the result.
-# Rehearse here: DEVICE=cpu BUDGET=60 bash tools/train_gpu.sh
+# Rehearse here, both calls: DEVICE=cpu BUDGET=60 TOTAL=90 bash tools/train_gpu.sh, then BUDGET=40 (CPU: small
+# batches and validation, eager).
 set -euo pipefail
 budget=${BUDGET:-520}    # seconds of training in this call
 total=${TOTAL:-630}      # seconds of the whole schedule (both calls); the lr decays over its last 15%
@@ -14,23 +15,25 @@ name=${NAME:-aecodec-mshp-v2-candidate}
 ckpt=${CKPT:-/tmp/aecodec-gpu.pt}
 device=${DEVICE:-cuda}
 source "$(dirname "$0")/gpu_setup.sh"
+if [ "$device" = cuda ]; then small=(32 16 512); else small=(4 2 256); fi  # batch, held-out photos, their size
 # Quality levels from about 0.12 bpp to above 40.5 dB on Kodak (the shipped 0.0018..0.18, widened).
 lambdas=${LAMBDAS:-0.0014,0.00304,0.00661,0.0144,0.0312,0.0678,0.147,0.32}
 if [ -f "$ckpt" ]; then
   start=()  # the second call: the checkpoint and the configuration the first call chose
-  configs=$(cat "$ckpt.config")
+  configs=$(cat "$ckpt.config" 2>/dev/null || echo eager)
 else
   start=(--init weights/aecodec-mshp-v1.safetensors --lambdas "$lambdas")
-  configs=${CONFIGS:-eager,compile,compile-x2,cudagraphs-x2}
+  configs=${CONFIGS:-eager,eager-x2,compile-x2,cudagraphs-x2}  # about 60 s, plus compilation
   [ "$device" = cuda ] || configs=${CONFIGS:-eager,eager-x2}
 fi
 python3 -W ignore tools/train.py --data .gpudata/photos --device "$device" "${start[@]}" --ckpt "$ckpt" \
-  --batch "${BATCH:-32}" --lr "${LR:-3e-4}" --warmup 300 --scale-max 1.5 --ema 0.999 \
+  --batch "${BATCH:-${small[0]}}" --lr "${LR:-3e-4}" --warmup 300 --scale-max 1.5 --ema 0.999 \
   --time-budget "$total" --stop-after "$budget" --configs "$configs" --trial-seconds "${TRIAL:-15}" \
-  --val-every "${VAL_EVERY:-2000}" --val-images "${VAL_IMAGES:-14}" --val-size "${VAL_SIZE:-512}" \
-  --log-every "${LOG_EVERY:-200}" --ckpt-every 2000 --profile "$out" --log "$out/curve.jsonl" 2>&1 \
+  --val-every "${VAL_EVERY:-5000}" --val-images "${VAL_IMAGES:-${small[1]}}" --val-size "${VAL_SIZE:-${small[2]}}" \
+  --log-every "${LOG_EVERY:-200}" --ckpt-every 10000 --profile "$out" --log "$out/curve.jsonl" 2>&1 \
   | tee "$out/train.log" || echo "training stopped early; exporting its last checkpoint"
-python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['chosen'])" "$out/configs.json" > "$ckpt.config"
+python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['chosen'])" "$out/configs.json" > "$ckpt.config" \
+  || rm -f "$ckpt.config"
 cat > "$out/info.json" <<INFO
 {"data": "$(ls .gpudata/photos | wc -l) whole photos of ../shared/data/photos less the held-out ones (prepare_gpu.sh: 0.8 scale, AVIF 4:4:4 q78), random 256 px crops at scales 1..1.5",
  "licences": "see ../shared/data/photos/SOURCES.csv: every one allows redistribution and commercial use",
