@@ -15,7 +15,8 @@ name=${NAME:-aecodec-mshp-v2-candidate}
 ckpt=${CKPT:-/tmp/aecodec-gpu.pt}
 device=${DEVICE:-cuda}
 source "$(dirname "$0")/gpu_setup.sh"
-if [ "$device" = cuda ]; then small=(32 16 512); else small=(4 2 256); fi  # batch, held-out photos, their size
+# batch, held-out photos, their size, steps between validations
+if [ "$device" = cuda ]; then small=(32 16 512 5000); else small=(4 2 256 20); fi
 # Quality levels from about 0.12 bpp to above 40.5 dB on Kodak (the shipped 0.0018..0.18, widened).
 lambdas=${LAMBDAS:-0.0014,0.00304,0.00661,0.0144,0.0312,0.0678,0.147,0.32}
 if [ -f "$ckpt" ]; then
@@ -29,7 +30,7 @@ fi
 python3 -W ignore tools/train.py --data .gpudata/photos --device "$device" "${start[@]}" --ckpt "$ckpt" \
   --batch "${BATCH:-${small[0]}}" --lr "${LR:-3e-4}" --warmup 300 --scale-max 1.5 --ema 0.999 \
   --time-budget "$total" --stop-after "$budget" --configs "$configs" --trial-seconds "${TRIAL:-15}" \
-  --val-every "${VAL_EVERY:-5000}" --val-images "${VAL_IMAGES:-${small[1]}}" --val-size "${VAL_SIZE:-${small[2]}}" \
+  --val-every "${VAL_EVERY:-${small[3]}}" --val-images "${VAL_IMAGES:-${small[1]}}" --val-size "${VAL_SIZE:-${small[2]}}" \
   --log-every "${LOG_EVERY:-200}" --ckpt-every 10000 --profile "$out" --log "$out/curve.jsonl" 2>&1 \
   | tee "$out/train.log" || echo "training stopped early; exporting its last checkpoint"
 python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['chosen'])" "$out/configs.json" > "$ckpt.config" \
