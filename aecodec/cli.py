@@ -154,7 +154,7 @@ def _check_output(job: Job, force: bool) -> None:
 
 
 def _compress_job(job: Job, quality: float, target: dict, denoise: float | str | None, force: bool,
-                  progress: bool) -> dict:
+                  strict: bool, progress: bool) -> dict:
     from PIL import Image, UnidentifiedImageError
 
     from . import codec
@@ -167,7 +167,10 @@ def _compress_job(job: Job, quality: float, target: dict, denoise: float | str |
             bar = _progress_bar("compressing") if progress else None
             if target:
                 reached = codec.compress_to(im, **target, progress=bar)
-                data, quality, extra = reached.data, reached.quality, {"encodes": reached.encodes, "psnr": reached.psnr}
+                data, quality = reached.data, reached.quality
+                extra = {"encodes": reached.encodes, "psnr": reached.psnr, "missed": reached.missed}
+                if reached.missed and strict:
+                    raise JobError(f"{job.src}: {reached.missed} (--strict: nothing written)")
             else:
                 data, extra = codec.compress(im, quality, progress=bar, denoise=denoise), {}
                 if denoise is not None:
@@ -268,6 +271,9 @@ def _run(jobs: list[Job], work: Callable[..., dict], workers: int, as_json: bool
         rate = f", mean {sm['mean_bpp']:.4f} bpp" if any("bpp" in r for r in results) else ""
         click.echo(f"{sm['files']} files, {sm['bytes_in']} bytes in, {sm['bytes_out']} bytes out{rate}, "
                    f"{sm['seconds']:.1f} s" + (f", {len(failures)} failed" if failures else ""))
+    for r in results:
+        if r.get("missed"):  # a rate-control target the qualities could not meet (the file is written)
+            click.echo(f"warning: {r['src']}: {r['missed']}", err=True)
     if failures:
         raise click.exceptions.Exit(1)
 
@@ -345,11 +351,14 @@ def _with_batch_options(f):
 @click.option("--bpp", type=click.FloatRange(min=0, min_open=True), help="Target bits per pixel (searches the quality).")
 @click.option("--size", type=ByteSize(), help="Largest file size, e.g. 40KB, 1.5MB, 30000 (searches the quality).")
 @click.option("--psnr", type=click.FloatRange(min=0, min_open=True), help="Target PSNR in dB (searches the quality).")
+@click.option("--strict", is_flag=True,
+              help="A --bpp, --size or --psnr target that no quality meets is an error (exit 1, nothing written).")
 @click.option("--denoise", is_flag=True, help="Remove noise before coding: bits go to the image, not to its noise.")
 @_sigma_option
 @_with_batch_options
 def compress(sources: tuple[Path, ...], out: Path | None, quality: float, bpp: float | None, size: int | None,
-             psnr: float | None, denoise: bool, sigma: float | None, force: bool, workers: int, as_json: bool) -> None:
+             psnr: float | None, strict: bool, denoise: bool, sigma: float | None, force: bool, workers: int,
+             as_json: bool) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) into .aec files."""
     target = {k: v for k, v in {"bpp": bpp, "size": size, "psnr": psnr}.items() if v is not None}
     if len(target) > 1:
@@ -358,10 +367,12 @@ def compress(sources: tuple[Path, ...], out: Path | None, quality: float, bpp: f
         raise click.UsageError("--denoise works with --quality, not with --bpp, --size or --psnr")
     if sigma is not None and not denoise:
         raise click.UsageError("--sigma goes with --denoise")
+    if strict and not target:
+        raise click.UsageError("--strict goes with --bpp, --size or --psnr")
     level = (sigma if sigma is not None else "auto") if denoise else None
     jobs = _plan(sources, out, ".aec")
-    _run(jobs, functools.partial(_compress_job, quality=quality, target=target, denoise=level, force=force),
-         workers, as_json, "compressing")
+    _run(jobs, functools.partial(_compress_job, quality=quality, target=target, denoise=level, force=force,
+                                 strict=strict), workers, as_json, "compressing")
 
 
 @main.command()

@@ -352,6 +352,7 @@ class RateResult:
     bpp: float
     psnr: float | None  # measured on the decoded image when the target was a PSNR
     encodes: int  # how many encodes the search needed
+    missed: str | None = None  # why the target was not met, in one line (what was asked, what was reached)
 
 
 def compress_to(image, *, bpp: float | None = None, size: int | None = None, psnr: float | None = None,
@@ -361,8 +362,12 @@ def compress_to(image, *, bpp: float | None = None, size: int | None = None, psn
 
     Args:
         bpp: bits per pixel of the whole file; the closest reachable rate is chosen.
-        size: file size in bytes; the best quality whose file is not larger.
-        psnr: PSNR-RGB in dB of the decoded image; the smallest file that reaches it.
+        size: file size in bytes; the best quality whose file is not larger (the lowest quality's file
+            where even that is larger).
+        psnr: PSNR-RGB in dB of the decoded image; the smallest file that reaches it (the highest
+            quality's file where none does).
+
+    A target beyond what the qualities reach gives the nearest end's file, and `missed` says so.
     """
     targets = {k: v for k, v in {"bpp": bpp, "size": size, "psnr": psnr}.items() if v is not None}
     if len(targets) != 1:
@@ -390,14 +395,37 @@ def compress_to(image, *, bpp: float | None = None, size: int | None = None, psn
         q = min(probes, key=lambda k: abs(math.log(probes[k][1] / goal)))
     elif kind == "size":
         fitting = [k for k in probes if probes[k][1] <= goal]
-        if not fitting:
-            raise AecError(f"cannot fit in {int(target)} bytes: quality 1 needs {len(probes[min(probes)][0])} bytes")
-        q = max(fitting)
+        q = max(fitting) if fitting else min(probes)
     else:
         reaching = [k for k in probes if probes[k][1] >= goal]
         q = min(reaching) if reaching else max(probes)
     data, value = probes[q]
-    return RateResult(data, q, len(data) * 8 / (width * height), value if kind == "psnr" else None, len(probes))
+    return RateResult(data, q, len(data) * 8 / (width * height), value if kind == "psnr" else None, len(probes),
+                      _missed(kind, target, goal, q, value, len(data)))
+
+
+# A bpp target is met within 2%: the search stops within 0.2% unless the qualities end first.
+_BPP_SLACK = 0.02
+
+
+def _missed(kind: str, target: float, goal: float, q: float, value: float, size: int) -> str | None:
+    """One line on a target that the chosen quality does not meet, or None."""
+    low, high = q == container.QUALITY_MIN, q == container.QUALITY_MAX
+    if kind == "bpp" and abs(math.log(value / goal)) > _BPP_SLACK:
+        asked, reached, fewer = f"{target:g} bpp", f"{value:.3f} bpp", value > goal
+    elif kind == "size" and value > goal:
+        asked, reached, fewer = f"at most {int(target)} bytes", f"{size} bytes", True
+    elif kind == "psnr" and value < goal:
+        asked, reached, fewer = f"{target:g} dB", f"{value:.2f} dB", False
+    else:
+        return None
+    if low and fewer:
+        why = f"the lowest quality ({q:g}) gives " + ("no smaller file" if kind == "size" else "no fewer bits")
+    elif high and not fewer:
+        why = f"the highest quality ({q:g}) " + ("reaches no higher" if kind == "psnr" else "gives no more bits")
+    else:
+        why = f"the nearest quality ({q:g}) within the quality steps"
+    return f"asked {asked}, reached {reached}: {why}"
 
 
 def _search(measure: Callable[[float], float], transform: Callable[[float], float], goal: float,

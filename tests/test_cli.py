@@ -1,3 +1,4 @@
+import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -157,8 +158,29 @@ def test_rate_control_options(png, tmp_path):
     assert (tmp_path / "s.aec").stat().st_size <= 3000 and "encodes" in r.output
     assert run("compress", png, "--size", "12 parsecs").exit_code == 2
     assert run("compress", png, "--bpp", "1", "--psnr", "30").exit_code == 2
-    r = run("compress", png, "-o", tmp_path / "t.aec", "--size", "100B")
-    assert r.exit_code == 1 and "cannot fit" in r.output and not (tmp_path / "t.aec").exists()
+    r = run("compress", png, "-o", tmp_path / "t.aec", "--size", "100B", "--strict")
+    assert r.exit_code == 1 and "asked at most 100 bytes" in r.stderr and "--strict" in r.stderr
+    assert not (tmp_path / "t.aec").exists()
+    assert run("compress", png, "--strict").exit_code == 2  # --strict needs a target
+
+
+def test_rate_control_reports_a_missed_target(png, tmp_path):
+    """Written at the nearest quality, with one line on stderr and in --json; --strict makes it an error."""
+    r = run("compress", png, "-o", tmp_path / "low.aec", "--bpp", "0.001")
+    assert r.exit_code == 0 and (tmp_path / "low.aec").exists()
+    warning = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "asked 0.001 bpp, reached" in warning[0] and "lowest quality (1)" in warning[0]
+    r = run("compress", png, "-o", tmp_path / "high.aec", "--psnr", "99", "--json")
+    assert r.exit_code == 0
+    result = json.loads(r.stdout)["files"][0]
+    assert result["quality"] == 8 and "asked 99 dB" in result["missed"] and "highest quality (8)" in result["missed"]
+    met = json.loads(run("compress", png, "-o", tmp_path / "met.aec", "--psnr", "10", "--json").stdout)["files"][0]
+    assert met["missed"] is None
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(png.read_bytes())
+    (tmp_path / "out").mkdir()
+    r = run("compress", png, copy, "-o", tmp_path / "out", "--bpp", "0.001", "--strict")
+    assert r.exit_code == 1 and r.stderr.count("--strict: nothing written") == 2 and not any((tmp_path / "out").iterdir())
 
 
 def test_progress_bar_only_for_large_images(png, tmp_path):

@@ -151,9 +151,25 @@ def test_rate_control_reaches_each_kind_of_target(photo):
 
 
 def test_rate_control_errors(photo):
-    with pytest.raises(AecError, match="cannot fit"):
-        aecodec.compress_to(photo, size=10)
     with pytest.raises(AecError, match="exactly one"):
         aecodec.compress_to(photo, bpp=1.0, psnr=30)
-    unreachable = aecodec.compress_to(photo, bpp=100.0)
-    assert unreachable.quality == 8.0
+
+
+def test_rate_control_says_when_a_target_is_missed(photo):
+    lowest, highest = aecodec.compress(photo, quality=1), aecodec.compress(photo, quality=8)
+    pixels = photo.shape[0] * photo.shape[1]
+    assert aecodec.compress_to(photo, bpp=len(lowest) * 16 / pixels).missed is None  # inside the range
+    few = aecodec.compress_to(photo, bpp=len(lowest) * 4 / pixels)  # half the lowest quality's rate
+    assert few.quality == 1 and few.data == lowest
+    assert few.missed == (f"asked {len(lowest) * 4 / pixels:g} bpp, reached {len(lowest) * 8 / pixels:.3f} bpp: "
+                          "the lowest quality (1) gives no fewer bits")
+    many = aecodec.compress_to(photo, bpp=100.0)
+    assert many.quality == 8 and many.data == highest and "the highest quality (8) gives no more bits" in many.missed
+    tiny = aecodec.compress_to(photo, size=10)  # never larger than asked, unless even quality 1 is
+    assert tiny.data == lowest
+    assert tiny.missed == (f"asked at most 10 bytes, reached {len(lowest)} bytes: "
+                           "the lowest quality (1) gives no smaller file")
+    sharp = aecodec.compress_to(photo, psnr=99.0)
+    assert sharp.data == highest
+    assert sharp.missed == f"asked 99 dB, reached {sharp.psnr:.2f} dB: the highest quality (8) reaches no higher"
+    assert aecodec.compress_to(photo, psnr=10.0).missed is None  # quality 1 is above it: met
