@@ -133,13 +133,21 @@ def sync() -> None:
 
 
 # ----------------------------------------------------------------------------- data
+def centre(a, size: int) -> torch.Tensor:
+    """The central size x size crop of an HxWx3 photo, as a (3,size,size) uint8 tensor."""
+    top, left = (a.shape[0] - size) // 2, (a.shape[1] - size) // 2
+    return torch.from_numpy(a[top : top + size, left : left + size].copy()).permute(2, 0, 1)
+
+
 t0 = time.time()
 files = image_files(args.data)
-bank = PhotoBank([a for a in decode([f for f in files if not is_validation(f)]) if min(a.shape[:2]) >= args.crop], device)
+train_photos = [a for a in decode([f for f in files if not is_validation(f)]) if min(a.shape[:2]) >= args.crop]
+if not train_photos:
+    sys.exit(f"no training photos of at least {args.crop}px in {args.data}")
+bank = PhotoBank(train_photos, device)
+del train_photos
 val_photos = [a for a in decode([f for f in files if is_validation(f)]) if min(a.shape[:2]) >= args.val_size]
-val_images = [torch.from_numpy(a[(a.shape[0] - args.val_size) // 2:][:args.val_size,
-                                 (a.shape[1] - args.val_size) // 2:][:, :args.val_size].copy()).permute(2, 0, 1)
-              for a in val_photos[: args.val_images]]
+val_images = [centre(a, args.val_size) for a in val_photos[: args.val_images]]
 log(f"data: {len(bank)} training photos ({bank.pixels / 1e6:.1f} Mpx on {device}), {len(val_images)} held out "
     f"({args.val_size}px centres) from {args.data} in {time.time() - t0:.1f} s")
 gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + rank)
