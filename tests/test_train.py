@@ -120,8 +120,11 @@ def test_train_trials_resume_and_export_the_better_of_ema_and_raw(tmp_path, phot
     assert '"chosen": "eager' in profile and "Self CPU" in (tmp_path / "prof/profile.txt").read_text()
     first = torch.load(ckpt, weights_only=False)
     assert 0 < first["step"] < 40 and first["origin"] == (0, 0.0) and len(first["ema"]) > 0
-    out = train(*common, "--steps", 40, "--configs", "eager")
+    out = train(*common, "--steps", 40, "--configs", "eager", "--warmup", 1000)
     assert f"resumed from {ckpt} at step {first['step']}" in out and "levels: lambdas (0.001, 0.003" in out
+    # The resumed run goes on with the schedule's warm-up (3e-4 * step / 1000), it does not jump to the peak.
+    logged = [float(line.split("| lr ")[1].split()[0]) for line in out.splitlines() if line.startswith("step")]
+    assert logged and max(logged) < 3e-4 * 45 / 1000
     last = torch.load(ckpt, weights_only=False)
     assert last["step"] >= 40 and set(last["final_validation"]) == {"raw", "ema"}
     assert last["export"] == min(("raw", "ema"), key=lambda k: last["final_validation"][k]["loss"])

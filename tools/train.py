@@ -171,7 +171,7 @@ else:
     model = GainedHyperprior(ModelConfig(**sizes))
 if args.lambdas and not resume:
     model = model.with_lambdas(tuple(float(v) for v in args.lambdas.split(",")))
-config, resumed = model.config, resume is not None
+config = model.config
 # The schedule (warm-up, budget, decay) counts from a fresh model or from --init, over all resumes.
 origin_step, origin_elapsed = resume["origin"] if resume else (step, elapsed)
 model = model.to(device).to(memory_format=torch.channels_last)
@@ -209,13 +209,11 @@ def progress() -> float:
 
 
 def learning_rate(peak: float) -> float:
-    """The peak, then a cosine decay to --lr-min over the last --decay-frac of the budget; a linear
-    warm-up first where the Adam moments are fresh (not on resuming a checkpoint)."""
+    """A linear warm-up over the schedule's first --warmup steps (a resumed run goes on with it), the
+    peak, then a cosine decay to --lr-min over the last --decay-frac of the budget."""
     into_decay = (progress() - (1 - args.decay_frac)) / args.decay_frac
     lr = peak if into_decay <= 0 else args.lr_min + 0.5 * (peak - args.lr_min) * (1 + math.cos(math.pi * min(into_decay, 1.0)))
-    if not resumed and step - run_first_step < args.warmup:
-        return lr * (step - run_first_step + 1) / args.warmup
-    return lr
+    return lr * min(1.0, (step - origin_step + 1) / args.warmup) if args.warmup else lr
 
 
 def finished() -> bool:
@@ -341,8 +339,8 @@ def train_step(loss_fn, batch: int, peak: float) -> tuple[float, torch.Tensor, t
     aux_loss.backward()
     aux_optimizer.step()
     if ema:
-        # The EMA follows from the start of the run at a shorter horizon, reaching --ema after ~10/(1-ema) steps.
-        decay = min(args.ema, (1 + step - run_first_step) / (10 + step - run_first_step))
+        # The EMA follows from the start of the schedule at a shorter horizon, reaching --ema after ~10/(1-ema) steps.
+        decay = min(args.ema, (1 + step - origin_step) / (10 + step - origin_step))
         torch._foreach_lerp_(ema, [p.detach() for p in net_params], 1 - decay)
     step += 1
     elapsed = time.time() - run_clock
