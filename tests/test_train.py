@@ -171,3 +171,12 @@ def test_the_training_loss_is_one_graph_for_torch_compile():
 
     explained = torch._dynamo.explain(loss)(torch.rand(2, 3, 64, 64), torch.tensor([0, 5]))
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
+def test_a_configuration_that_fails_to_compile_is_skipped(tmp_path, photos, monkeypatch):
+    monkeypatch.setenv("CXX", "/bin/false")  # inductor's C++ compiler: torch.compile fails on the CPU
+    out = train("--data", photos, "--ckpt", tmp_path / "t.pt", "--batch", 2, "--crop", 64, "--val-size", 128,
+                "--log-every", 2, "--warmup", 2, "--steps", 8, "--threads", 2, "--trial-seconds", 0.5,
+                "--configs", "compile,eager")
+    assert 'trial compile: {"config": "compile"' in out and '"error": "' in out.split("trial compile:")[1].splitlines()[0]
+    assert "training with eager" in out and "stopped at step" in out
