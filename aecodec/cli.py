@@ -466,7 +466,7 @@ def info(src: Path) -> None:
         raise click.ClickException(f"{src}: {e}") from None
     h = c.header
     coded = sum(len(t.z) + len(t.y) for t in c.tiles)
-    click.echo(f"file:       {src} ({len(data)} bytes, format version {container.VERSION}, CRC ok)")
+    click.echo(f"file:       {src} ({len(data)} bytes, format version {h.version}, CRC ok)")
     click.echo(f"image:      {h.width}x{h.height} {h.mode}")
     click.echo(f"quality:    {h.quality:g}")
     click.echo(f"model:      {h.model_id.hex()}")

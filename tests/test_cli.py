@@ -1,4 +1,6 @@
 import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -66,6 +68,12 @@ def test_info_shows_header(png):
     r = run("info", png.with_suffix(".aec"))
     assert r.exit_code == 0, r.output
     assert "120x80 RGB" in r.output and "quality:    2.5" in r.output and "CRC ok" in r.output
+    assert f"format version {container.VERSION}," in r.output
+
+
+def test_info_shows_the_files_own_format_version():
+    r = run("info", Path(__file__).parent / "data/v1-synthetic-80x144-q3-tile64.aec")
+    assert r.exit_code == 0 and "format version 1," in r.output
 
 
 def test_not_an_image_fails_cleanly(tmp_path):
