@@ -32,10 +32,10 @@ def test_compress_then_decompress_with_default_names(png):
     assert r.exit_code == 0, r.output
     aec = png.with_suffix(".aec")
     assert aec.exists() and "bpp" in r.output
-    # img.png exists: decompressing to the default name needs --force
+    # img.png exists: decompressing to the default name needs --force, and leaves it as it was
+    before = png.read_bytes()
     r = run("decompress", aec)
     assert r.exit_code == 1 and "exists" in r.output and "--force" in r.output
-    before = png.read_bytes()
     assert png.read_bytes() == before
     r = run("decompress", aec, "--force")
     assert r.exit_code == 0, r.output
