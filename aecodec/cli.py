@@ -12,7 +12,6 @@ import os
 import re
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,12 +19,8 @@ from typing import Callable
 import click
 
 from . import container
-from .errors import AecError
+from .errors import AecError, require
 from .files import atomic_write
-
-# compressai's import scripts functions with torch.jit, which torch now deprecates: a warning on every command
-# that says nothing to the user. (The library leaves warnings to its caller.)
-warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 _FORMATS_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                       ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".pgm": "PPM", ".pnm": "PPM"}
@@ -157,7 +152,7 @@ def _compress_job(job: Job, quality: float, target: dict, denoise: float | str |
                   strict: bool, progress: bool) -> dict:
     from PIL import Image, UnidentifiedImageError
 
-    from . import codec
+    from . import codec, enhance, rate
 
     _check_output(job, force)
     start = time.perf_counter()
@@ -166,7 +161,7 @@ def _compress_job(job: Job, quality: float, target: dict, denoise: float | str |
             im.load()
             bar = _progress_bar("compressing") if progress else None
             if target:
-                reached = codec.compress_to(im, **target, progress=bar)
+                reached = rate.compress_to(im, **target, progress=bar)
                 data, quality = reached.data, reached.quality
                 extra = {"encodes": reached.encodes, "psnr": reached.psnr, "missed": reached.missed}
                 if reached.missed and strict:
@@ -174,7 +169,7 @@ def _compress_job(job: Job, quality: float, target: dict, denoise: float | str |
             else:
                 data, extra = codec.compress(im, quality, progress=bar, denoise=denoise), {}
                 if denoise is not None:
-                    extra["sigma"] = codec.noise_level(im) if denoise == "auto" else denoise
+                    extra["sigma"] = enhance.noise_level(im) if denoise == "auto" else denoise
             width, height = im.size
     except UnidentifiedImageError:
         raise JobError(f"{job.src} is not an image that Pillow can read") from None
@@ -240,9 +235,9 @@ def _image_job(job: Job, transform: Callable, label: str, force: bool, progress:
 
 
 def _worker_init(threads: int) -> None:
-    import torch
+    from .runtime import set_threads
 
-    torch.set_num_threads(threads)
+    set_threads(threads)
 
 
 def _run(jobs: list[Job], work: Callable[..., dict], workers: int, as_json: bool, label: str) -> None:
@@ -287,7 +282,7 @@ def _run_batch(jobs: list[Job], work: Callable[..., dict], workers: int, label: 
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            # spawn, not fork: a forked child of a process that ran torch's OpenMP can deadlock.
+            # spawn, not fork: a forked child of a process with ONNX Runtime's thread pool running can deadlock.
             threads = max(1, (os.cpu_count() or 1) // workers)
             pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"),
                                        initializer=_worker_init, initargs=(threads,))
@@ -388,16 +383,16 @@ def decompress(sources: tuple[Path, ...], out: Path | None, scale: str, force: b
 
 
 def _upscale(image, progress, scale: int, quality: float):
-    from . import codec
+    from . import enhance
 
-    return codec.upscale(image, scale, quality=quality, progress=progress), {}
+    return enhance.upscale(image, scale, quality=quality, progress=progress), {}
 
 
 def _denoise(image, progress, sigma: float | None, quality: float, fast: bool):
-    from . import codec
+    from . import enhance
 
-    level = codec.noise_level(image) if sigma is None else sigma
-    out = codec.denoise(image, min(level, 75.0), quality=quality, collaborative=not fast, progress=progress)
+    level = enhance.noise_level(image) if sigma is None else sigma
+    out = enhance.denoise(image, min(level, 75.0), quality=quality, collaborative=not fast, progress=progress)
     return out, {"sigma": level}
 
 
@@ -447,6 +442,10 @@ def bench(args: tuple[str, ...]) -> None:
     if not (root / "benchmarks" / "run.py").is_file():
         raise click.ClickException("aecodec bench runs from a source checkout (its benchmarks/ folder); "
                                    "install with pip install -e '.[bench]'")
+    try:
+        require("bench", "aecodec bench", "torch", "pytorch_msssim", "scipy", "pillow_heif", "imagecodecs")
+    except AecError as e:
+        raise click.ClickException(str(e)) from None
     sys.path.insert(0, str(root))
     from benchmarks import run
 

@@ -18,3 +18,17 @@ class ModelMismatchError(FormatError):
             "install the aecodec release that made it, or point AECODEC_WEIGHTS at its weights"
         )
         self.needed = needed
+
+
+class MissingExtraError(AecError):
+    """A feature needs packages of an optional extra that are not installed."""
+
+
+def require(extra: str, feature: str, *modules: str) -> None:
+    """Raise MissingExtraError, in one line naming the extra to install, unless `modules` can be imported."""
+    from importlib.util import find_spec
+
+    missing = [m for m in modules if find_spec(m) is None]
+    if missing:
+        raise MissingExtraError(f"{feature} needs {', '.join(missing)}, which this install lacks: "
+                                f"pip install 'aecodec[{extra}]'")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -27,7 +26,8 @@ from torch import Tensor
 
 SCALE = 2  # the super-resolution factor the head is trained for
 SIGMA_UNIT = 50.0  # noise levels (8-bit units) are fed to the networks divided by this
-MAX_SIGMA = 75.0  # the largest noise level accepted (training covers 0..50)
+G_S_REACH = 30  # pixels of the image that the backbone's g_s sees beyond a pixel
+STRIDE = 16  # pixels per latent element: window margins are whole elements
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,10 @@ class SuperResolution(nn.Module):
     The base is the decoded image (`decompress --scale 2`), or the original image when there is one
     (`upscale`), which spares the enlargement the coding loss; a flag plane tells the head which."""
 
+    # Pixels of window context g_s needs around a window of the enlarged image's latent: g_s's reach
+    # (30 px), then 3 convolutions at half the coded size (6 px), rounded up to whole latent elements.
+    margin = 48
+
     def __init__(self, config: HeadConfig = HeadConfig("super-resolution")):
         super().__init__()
         self.config = config
@@ -87,9 +91,10 @@ class SuperResolution(nn.Module):
                                   _conv(c, 3 * r * r), nn.PixelShuffle(r))
         _quiet_last(self.body)
 
-    def forward(self, features: Tensor, base: Tensor, original: bool) -> Tensor:
-        """(B,N,H/2,W/2) features and the (B,3,H,W) base -> (B,3,2H,2W), not clamped."""
-        flag = torch.full_like(features[:, :1], float(original))
+    def forward(self, features: Tensor, base: Tensor, original: bool | Tensor) -> Tensor:
+        """(B,N,H/2,W/2) features and the (B,3,H,W) base -> (B,3,2H,2W), not clamped. `original`: whether
+        the base is the original image (a bool, or a (1,) tensor of 0 or 1 in an exported graph)."""
+        flag = torch.zeros_like(features[:, :1]) + torch.as_tensor(original, dtype=features.dtype).reshape(-1, 1, 1, 1)
         detail = self.body(torch.cat([features, self.unshuffle(base), flag], 1))
         return F.interpolate(base, scale_factor=SCALE, mode="bicubic", align_corners=False) + detail
 
@@ -118,6 +123,9 @@ class Denoising(nn.Module):
     """Adapters for g_a (encoder side) and a full-resolution refiner (for `denoise` only), optionally
     followed by a second refiner."""
 
+    # Pixels of window context for g_a with the adapters: its receptive field reaches 58 px.
+    analysis_margin = 64
+
     def __init__(self, config: HeadConfig = HeadConfig("denoising")):
         super().__init__()
         self.config = config
@@ -140,6 +148,11 @@ class Denoising(nn.Module):
         c = self.config
         stages = [(c.refine_layers, c.refine_fold)] + ([(c.second_layers, c.second_fold)] if c.second_channels else [])
         return sum(layers * fold + fold - 1 for layers, fold in stages)
+
+    @property
+    def refine_margin(self) -> int:
+        """Pixels of window context for g_s then the refiners (48 for one 4-layer refiner)."""
+        return -(-(G_S_REACH + self.reach) // STRIDE) * STRIDE
 
     def analyse(self, g_a: nn.Sequential, x: Tensor, sigma: Tensor) -> Tensor:
         """g_a with an adapter after each GDN: noisy pixels (B,3,H,W), noise levels (B,) -> latent."""
@@ -164,16 +177,3 @@ HEADS = {"super-resolution": SuperResolution, "denoising": Denoising}
 
 def build_head(config: HeadConfig) -> nn.Module:
     return HEADS[config.kind](config)
-
-
-def estimate_sigma(pixels: np.ndarray) -> float:
-    """Standard deviation (8-bit units) of white noise in an HxWxC image: the median absolute diagonal
-    Haar detail over 0.6745 (Donoho and Johnstone 1994), averaged over the channels. Texture makes it
-    read a little high on clean images (about 1-3 on photos)."""
-    a = pixels.astype(np.float32)
-    h, w = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2
-    if h == 0 or w == 0:
-        return 0.0
-    a = a[:h, :w].reshape(h, w, -1)
-    detail = (a[0::2, 0::2] - a[0::2, 1::2] - a[1::2, 0::2] + a[1::2, 1::2]) / 2
-    return float(np.median(np.abs(detail), axis=(0, 1)).mean() / 0.6745)

@@ -11,80 +11,121 @@ derived from the trained float network after training:
 
 Every convolution then sums integers held in float64 whose partial sums stay below 2^53 (checked
 when the network is built), so the result is exact whatever the summation order, thread count,
-kernel or machine. Everything else is elementwise IEEE arithmetic (multiplications by powers of two,
+BLAS or machine. Everything else is elementwise IEEE arithmetic (multiplications by powers of two,
 one multiplication by the LeakyReLU slope, rounding), which is reproducible everywhere.
+
+Numpy only: the decoder needs no deep-learning framework. `HyperSynthesis64` is the float network in
+float64 that format version 1 used (not exact across machines, which is why version 2 exists).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from torch import Tensor
+import numpy as np
 
 WEIGHT_BITS = 15  # |integer weight| < 2^15: 16-bit weights
 ACT_BITS = 12  # fractional bits of every activation (and of z_hat)
 ACT_LIMIT = float(1 << 24)  # |integer activation| <= 2^24: real values within +-4096
 _EXACT = float(1 << 53)  # float64 holds every integer below this exactly
 
+# model.h_s: (index of the convolution in the Sequential, whether it is transposed); a LeakyReLU with
+# this slope follows every convolution but the last.
+H_S_LAYERS = ((0, True), (2, True), (4, False))
+SLOPE = 0.01
 
-@dataclass(frozen=True)
-class _Layer:
-    weight: Tensor  # integer-valued float64, the module's layout
-    bias: Tensor  # integer-valued float64, (C_out,)
-    to_real: Tensor  # (1, C_out, 1, 1) powers of two: integer sum -> real value
-    module: nn.Module  # the float layer, for its kind, stride and padding
-    slope: float | None  # LeakyReLU after it, or None for the output layer
+# A transposed 5x5 convolution with stride 2 (padding 2, output padding 1) is a 3x3 convolution with
+# 4 outputs per channel and a pixel shuffle: output 2i + a sums input i + e (e in -1, 0, 1) times kernel
+# tap a + 2 - 2e; tap 5 is a zero appended to the kernel.
+_TAPS = np.array([[4, 2, 0], [5, 3, 1]])
 
 
-def _exponents(weight: Tensor, out_dim: int) -> list[int]:
-    """Per output channel, the largest e with max|w| * 2^e < 2^WEIGHT_BITS (exact, via frexp)."""
-    peak = weight.abs().transpose(0, out_dim).reshape(weight.shape[out_dim], -1).amax(dim=1)
-    return [WEIGHT_BITS - math.frexp(float(m))[1] if m > 0 else 0 for m in peak]
+def subpixel(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A transposed 5x5 stride-2 convolution's (in, out, 5, 5) weight and bias -> the (4*out, in, 3, 3)
+    weight and bias of its 3x3 form (channel 4c + 2a + b is output c at row phase a, column phase b)."""
+    c_in, c_out = weight.shape[:2]
+    w = np.pad(weight, ((0, 0), (0, 0), (0, 1), (0, 1)))[:, :, _TAPS][:, :, :, :, _TAPS]
+    return w.transpose(1, 2, 4, 0, 3, 5).reshape(4 * c_out, c_in, 3, 3), np.repeat(bias, 4)
+
+
+def taps(weight: np.ndarray) -> np.ndarray:
+    """A (out, in, 3, 3) weight as nine contiguous (out, in) matrices, the form `conv3x3` takes (BLAS
+    needs contiguous operands)."""
+    return np.ascontiguousarray(weight.transpose(2, 3, 0, 1).reshape(9, *weight.shape[:2]))
+
+
+def conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> (C_out, H, W): a 3x3 convolution with zero padding, as nine matrix products;
+    `weight` as `taps` gives it."""
+    c, h, w = x.shape
+    padded = np.zeros((c, h + 2, w + 2), dtype=x.dtype)
+    padded[:, 1:-1, 1:-1] = x
+    out = np.broadcast_to(bias[:, None], (len(bias), h * w)).copy()
+    for k in range(9):
+        i, j = divmod(k, 3)
+        out += weight[k] @ padded[:, i : i + h, j : j + w].reshape(c, -1)
+    return out.reshape(-1, h, w)
+
+
+def pixel_shuffle(x: np.ndarray) -> np.ndarray:
+    """(4C, H, W) -> (C, 2H, 2W), channel 4c + 2a + b going to row phase a and column phase b."""
+    c4, h, w = x.shape
+    return x.reshape(c4 // 4, 2, 2, h, w).transpose(0, 3, 1, 4, 2).reshape(c4 // 4, 2 * h, 2 * w)
+
+
+def _layers(state: dict[str, np.ndarray], prefix: str = "h_s") -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    return [(state[f"{prefix}.{i}.weight"].astype(np.float64), state[f"{prefix}.{i}.bias"].astype(np.float64), t)
+            for i, t in H_S_LAYERS]
+
+
+def _run(layers, a: np.ndarray, activation) -> tuple[np.ndarray, np.ndarray]:
+    for k, (weight, bias, transposed, to_real) in enumerate(layers):
+        s = pixel_shuffle(conv3x3(a, weight, bias)) if transposed else conv3x3(a, weight, bias)
+        if k == len(layers) - 1:
+            out = s * to_real
+            return out[: len(out) // 2], out[len(out) // 2 :]
+        a = activation(np.where(s >= 0, s, s * SLOPE), to_real)
+    raise ValueError("h_s has no layers")
 
 
 class IntegerHyperSynthesis:
     """z symbols (integers, before the medians) -> (scales, means) of y, exactly, in float64."""
 
-    def __init__(self, h_s: nn.Sequential, medians: Tensor):
-        layers: list[_Layer] = []
-        modules = list(h_s)
-        for i, module in enumerate(modules):
-            if not isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-                continue
-            after = modules[i + 1] if i + 1 < len(modules) else None
-            slope = after.negative_slope if isinstance(after, nn.LeakyReLU) else None
-            out_dim = 1 if isinstance(module, nn.ConvTranspose2d) else 0
-            w = module.weight.detach().double()
-            exps = _exponents(w, out_dim)
+    def __init__(self, state: dict[str, np.ndarray], medians: np.ndarray):
+        """From a weights file's tensors (`h_s.*`) and the factorized prior's medians (N,)."""
+        self._layers = []
+        for i, (w, b, transposed) in enumerate(_layers(state)):
+            out_dim = 1 if transposed else 0
+            peak = np.abs(w).swapaxes(0, out_dim).reshape(w.shape[out_dim], -1).max(axis=1)
+            exps = [WEIGHT_BITS - math.frexp(float(m))[1] if m > 0 else 0 for m in peak]
             shape = [1] * w.ndim
             shape[out_dim] = -1
-            scale = torch.tensor([math.ldexp(1.0, e) for e in exps], dtype=torch.float64)
-            weight = torch.round(w * scale.reshape(shape))
-            bias_scale = torch.tensor([math.ldexp(1.0, e + ACT_BITS) for e in exps], dtype=torch.float64)
-            bias = torch.round(module.bias.detach().double() * bias_scale)
-            to_real = torch.tensor([math.ldexp(1.0, -e - ACT_BITS) for e in exps], dtype=torch.float64)
-            per_output = weight.abs().transpose(0, out_dim).reshape(weight.shape[out_dim], -1).sum(dim=1)
-            if float((per_output * ACT_LIMIT + bias.abs()).max()) >= _EXACT:
+            weight = np.round(w * np.array([math.ldexp(1.0, e) for e in exps]).reshape(shape))
+            bias = np.round(b * np.array([math.ldexp(1.0, e + ACT_BITS) for e in exps]))
+            to_real = np.array([math.ldexp(1.0, -e - ACT_BITS) for e in exps])
+            per_output = np.abs(weight).swapaxes(0, out_dim).reshape(weight.shape[out_dim], -1).sum(axis=1)
+            if float((per_output * ACT_LIMIT + np.abs(bias)).max()) >= _EXACT:
                 raise ValueError(f"h_s layer {i}: integer sums could reach 2^53; the weights are out of range")
-            layers.append(_Layer(weight, bias, to_real.reshape(1, -1, 1, 1), module, slope))
-        self._layers = layers
-        self._medians = torch.round(medians.detach().double().reshape(1, -1, 1, 1) * (1 << ACT_BITS))
+            if transposed:  # the scales stay per output channel: the pixel shuffle only moves values
+                weight, bias = subpixel(weight, bias)
+            self._layers.append((taps(weight), bias, transposed, to_real[:, None, None]))
+        self._medians = np.round(medians.astype(np.float64).reshape(-1, 1, 1) * (1 << ACT_BITS))
 
-    def __call__(self, z_values: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, N, h, w) integer symbols `round(z - median)` -> (scales, means), each (B, M, 4h, 4w)."""
-        a = (z_values.double() * (1 << ACT_BITS) + self._medians).clamp_(-ACT_LIMIT, ACT_LIMIT)
-        for layer in self._layers:
-            m = layer.module
-            if isinstance(m, nn.ConvTranspose2d):
-                s = F.conv_transpose2d(a, layer.weight, layer.bias, m.stride, m.padding, m.output_padding)
-            else:
-                s = F.conv2d(a, layer.weight, layer.bias, m.stride, m.padding)
-            if layer.slope is None:
-                return (s * layer.to_real).chunk(2, 1)
-            s = torch.where(s >= 0, s, s * layer.slope)
-            a = torch.round(s * (layer.to_real * (1 << ACT_BITS))).clamp_(-ACT_LIMIT, ACT_LIMIT)
-        raise ValueError("h_s has no output layer")
+    def __call__(self, z_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, h, w) integer symbols `round(z - median)` -> (scales, means), each (M, 4h, 4w)."""
+        a = np.clip(z_values.astype(np.float64) * (1 << ACT_BITS) + self._medians, -ACT_LIMIT, ACT_LIMIT)
+        return _run(self._layers, a,
+                    lambda s, to_real: np.clip(np.round(s * (to_real * (1 << ACT_BITS))), -ACT_LIMIT, ACT_LIMIT))
+
+
+class HyperSynthesis64:
+    """The float h_s in float64: z_hat (N, h, w) -> (scales, means), as format version 1 files were made."""
+
+    def __init__(self, state: dict[str, np.ndarray]):
+        self._layers = []
+        for w, b, transposed in _layers(state):
+            w, b = subpixel(w, b) if transposed else (w, b)
+            self._layers.append((taps(w), b, transposed, 1.0))
+
+    def __call__(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _run(self._layers, z_hat.astype(np.float64), lambda s, _: s)

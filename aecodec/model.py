@@ -5,7 +5,8 @@ Compression" (the mean-scale hyperprior, without the autoregressive context), wi
 Cui et al. 2021, "Asymmetric Gained Deep Image Compression With Continuous Rate Adaptation".
 
 The model knows nothing of files or bytes: `forward` is the training path (noise for the rate,
-rounding for the decoder), the other methods are the pieces the codec calls at coding time.
+rounding for the decoder). Coding runs the same networks without torch (`export`, `runtime`); this
+model is their reference in the tests.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from compressai.layers import GDN
 from compressai.models.utils import conv, deconv
 from compressai.ops import quantize_ste
 from torch import Tensor
-
-from .integer import IntegerHyperSynthesis
 
 # MSE lambdas of the 8 quality levels (loss = lambda * 255^2 * MSE + bpp).
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18)
@@ -174,56 +173,6 @@ class GainedHyperprior(nn.Module):
         if eb.use_likelihood_bound:
             likelihood = eb.likelihood_lower_bound(likelihood)
         return likelihood.reshape(shape).transpose(0, 1)
-
-    # --- coding-time pieces, called by the codec -------------------------------------------
-
-    def analyse(self, x: Tensor) -> Tensor:
-        """Pixels in [0,1] (B,3,H,W), H and W multiples of 64 -> latent before the gain (B,M,H/16,W/16).
-
-        Independent of the quality, so a rate search computes it once."""
-        return self.g_a(x)
-
-    def hyper_analyse(self, y: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
-        """Latent from `analyse` -> (gained y, z) for this quality."""
-        gain, _ = self.gains(quality)
-        y = y * gain
-        return y, self.h_a(y)
-
-    def entropy_parameters(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
-        """z_hat -> (scales, means) of y, in the dtype of h_s (float64 after `for_coding`): format version 1."""
-        return self.h_s(z_hat.to(self.h_s[0].weight.dtype)).chunk(2, 1)
-
-    def exact_entropy_parameters(self, z_values: Tensor) -> tuple[Tensor, Tensor]:
-        """Integer z symbols `round(z - median)` -> (scales, means) of y through the integer h_s, identical
-        on every machine (float64): format version 2. Needs `for_coding`."""
-        return self.integer_h_s(z_values)
-
-    def table_indexes(self, scales: Tensor) -> Tensor:
-        """The Gaussian table of each scale: how many of the scale table's first 63 entries lie below
-        `max(scale, 0.11)`. Equal to compressai's `build_indexes`, without its loop over the table."""
-        gc = self.gaussian_conditional
-        table = gc.scale_table[:-1].to(scales.dtype).contiguous()
-        return torch.searchsorted(table, torch.maximum(scales, gc.lower_bound_scale.bound.to(scales.dtype)).contiguous())
-
-    def z_medians(self) -> Tensor:
-        """The factorized prior's medians, (1, N, 1, 1): z is coded as `round(z - median)`."""
-        return self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
-
-    def features(self, y_hat: Tensor, quality: Tensor) -> Tensor:
-        """Dequantized y -> g_s's last hidden layer (B,N,H/2,W/2), on which the heads build."""
-        _, inv_gain = self.gains(quality)
-        return self.g_s[:-1](y_hat.float() * inv_gain)
-
-    def synthesise(self, y_hat: Tensor, quality: Tensor) -> Tensor:
-        """Dequantized y -> pixels in [0,1] (clamped)."""
-        return self.g_s[-1](self.features(y_hat, quality)).clamp_(0, 1)
-
-    def for_coding(self) -> "GainedHyperprior":
-        """Eval mode, the integer h_s built, and the float h_s in float64 (for version 1 files)."""
-        self.eval()
-        self.integer_h_s = IntegerHyperSynthesis(self.h_s, self.z_medians())
-        self.h_s.double()
-        return self
 
     def build_tables(self) -> None:
         """Compute the integer CDF tables of both entropy models (stored with the weights)."""

@@ -1,6 +1,6 @@
 """Pillow plugin: `Image.open("x.aec")` and `img.save("x.aec", quality=5)` once aecodec is imported.
 
-Opening reads only the header; the pixels are decoded on `load()`, and only then is torch imported.
+Opening reads only the header; the pixels are decoded on `load()`, and only then is ONNX Runtime imported.
 """
 
 from __future__ import annotations

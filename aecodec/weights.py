@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .errors import require
 from .files import atomic_write
 
 DEFAULT_NAME = "aecodec-mshp-v1"
@@ -41,6 +42,21 @@ class Weights:
     @property
     def model_id(self) -> bytes:
         return bytes.fromhex(self.manifest["sha256"])[:MODEL_ID_BYTES]
+
+    def graph(self, name: str) -> tuple[bytes, list[str]]:
+        """One of the ONNX graphs beside the weights (checked against the manifest's sha256), and the
+        names of the weights it takes."""
+        entry = self.manifest.get("graphs", {}).get(name)
+        if entry is None:
+            raise WeightsError(f"{self.path.name} has no {name!r} graph: write them with tools/export_graphs.py")
+        path = self.path.with_name(entry["file"])
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise WeightsError(f"{path} is missing (set AECODEC_WEIGHTS to the weights' folder)") from None
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise WeightsError(f"{path} is corrupt: its sha256 does not match the manifest")
+        return data, entry["weights"]
 
 
 def weights_dir() -> Path:
@@ -84,8 +100,11 @@ def expected_model_id(name: str = DEFAULT_NAME) -> bytes | None:
 
 
 def load_model(weights: Weights, device: str = "cpu"):
-    """Build the model from the file's own config and load every tensor, the CDF tables included."""
+    """The torch network (training, benchmarks, tests): built from the file's own config, every
+    tensor loaded, the CDF tables included."""
     from safetensors import safe_open
+
+    require("train", "the torch model", "torch", "compressai")
 
     with warnings.catch_warnings():  # compressai's import scripts functions with a deprecated torch.jit
         warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
@@ -112,34 +131,53 @@ def load_state(model, state: dict) -> None:
 
 @lru_cache(maxsize=4)
 def load_coding_model(name: str = DEFAULT_NAME, folder: Path | None = None):
-    """The verified model ready for coding (eval, exact entropy-parameter path), cached per process."""
+    """(weights, the verified backbone on ONNX Runtime and numpy), cached per process: no torch."""
+    from .runtime import CodingModel
+
     weights = find_weights(name, folder)
-    return weights, load_model(weights).for_coding()
+    return weights, CodingModel(weights)
 
 
-@lru_cache(maxsize=4)
-def load_head(kind: str, folder: Path | None = None):
-    """The verified head of this kind ("super-resolution" or "denoising"), in eval mode, cached per
-    process. Refuses a head trained on other backbone weights than the installed ones."""
-    from safetensors import safe_open
-
-    from .heads import HeadConfig, build_head
-
+def _head_weights(kind: str, folder: Path | None) -> Weights:
+    """The verified head of this kind, refused if it was trained on other backbone weights than the installed ones."""
     weights = find_weights(HEAD_NAMES[kind], folder)
     backbone = find_weights(DEFAULT_NAME, folder)
     if weights.manifest.get("backbone") != backbone.manifest["model_id"]:
         raise WeightsError(f"{weights.path.name} was trained for backbone {weights.manifest.get('backbone')}, "
                            f"not the installed {backbone.manifest['model_id']}: retrain it with tools/train_heads.py")
+    return weights
+
+
+@lru_cache(maxsize=4)
+def load_coding_head(kind: str, folder: Path | None = None):
+    """The head of this kind ("super-resolution" or "denoising") on ONNX Runtime, cached per process."""
+    from .runtime import HeadModel
+
+    return HeadModel(_head_weights(kind, folder), load_coding_model(DEFAULT_NAME, folder)[1])
+
+
+def load_head(kind: str, folder: Path | None = None):
+    """The torch head of this kind, in eval mode (training and benchmarks)."""
+    from safetensors import safe_open
+
+    require("train", "the torch heads", "torch", "compressai")
+
+    from .heads import HeadConfig, build_head
+
+    weights = _head_weights(kind, folder)
     with safe_open(str(weights.path), framework="pt", device="cpu") as f:
         head = build_head(HeadConfig.from_json(f.metadata()["config"]))
         head.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
     return head.eval().requires_grad_(False)
 
 
-def save_weights(model, path: Path, info: dict[str, Any]) -> dict[str, Any]:
-    """Write `path` (.safetensors) and the manifest beside it, both atomically. The model's `config`
-    goes in the file's metadata; a codec model needs its tables built first (`build_tables`)."""
+def save_weights(model, path: Path, info: dict[str, Any], backbone: tuple[Any, Path] | None = None) -> dict[str, Any]:
+    """Write `path` (.safetensors), its ONNX graphs (`export`) and the manifest beside them, all
+    atomically. The model's `config` goes in the file's metadata; a codec model needs its tables built
+    first (`build_tables`); a head needs its `backbone` (the torch model and its weights file)."""
     from safetensors.torch import save_file
+
+    from .export import export_graphs, export_head_graphs, write_graphs
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,6 +190,8 @@ def save_weights(model, path: Path, info: dict[str, Any]) -> dict[str, Any]:
         "model_id": sha[: 2 * MODEL_ID_BYTES],
         "config": json.loads(model.config.to_json()),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "graphs": write_graphs(export_graphs(model, path) if backbone is None
+                               else export_head_graphs(model, backbone[0], path, backbone[1]), path),
         **info,
     }
     atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))

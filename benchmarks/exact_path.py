@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     recorded = json.loads(RECORDED.read_text())
-    weights, _ = codec._coding_model()
+    weights, _ = codec.coding_model()
     if weights.model_id.hex() not in recorded["version"]:
         raise SystemExit(f"the recorded curve is of other weights ({recorded['version']}): rerun the benchmark first")
     paths = sorted(args.image_dir.glob("*.png"))

@@ -112,12 +112,12 @@ def baselines(path: Path, nlm_h: dict[int, float], bm3d_sigmas: tuple[int, ...])
 def denoised(noisy_image: Image.Image, sigma: float) -> dict:
     """`denoise` at QUALITY, timed in its two parts: the head alone (what `--fast` gives), then the
     collaborative filter that `denoise` runs on the head's output by default."""
-    from aecodec import codec
+    from aecodec import enhance
 
     start = time.perf_counter()
-    fast = codec.denoise(noisy_image, sigma, quality=QUALITY, collaborative=False)
+    fast = enhance.denoise(noisy_image, sigma, quality=QUALITY, collaborative=False)
     middle = time.perf_counter()
-    full = codec.collaborative_filter(noisy_image, fast, sigma)
+    full = enhance.collaborative_filter(noisy_image, fast, sigma)
     return {"fast": np.asarray(fast), "full": np.asarray(full), "fast_seconds": middle - start,
             "seconds": time.perf_counter() - start}
 
@@ -126,7 +126,7 @@ def denoise_image(path: Path, rate: bool) -> dict[str, dict]:
     """aecodec's denoising of each sigma: told the sigma, with and without the collaborative filter, and
     without the refiner; with `rate`, also estimating the sigma, and the rates of plain and denoising
     compression."""
-    from aecodec import codec
+    from aecodec import codec, enhance
 
     clean = rgb(path)
     rows = {}
@@ -135,7 +135,7 @@ def denoise_image(path: Path, rate: bool) -> dict[str, dict]:
         told = denoised(noisy_image, sigma)
         row = {"aecodec": psnr(told["full"], clean), "aecodec_seconds": told["seconds"],
                "aecodec_fast": psnr(told["fast"], clean), "aecodec_fast_seconds": told["fast_seconds"]}
-        estimated = codec.noise_level(noisy_image)
+        estimated = enhance.noise_level(noisy_image)
         row["estimated_sigma"] = estimated
         data = codec.compress(noisy_image, QUALITY, denoise=sigma)
         row["aecodec_no_refiner"] = psnr(np.asarray(codec.decompress(data)), clean)
@@ -151,7 +151,7 @@ def denoise_image(path: Path, rate: bool) -> dict[str, dict]:
 
 
 def sr_image(path: Path, dataset: str) -> dict:
-    from aecodec import codec
+    from aecodec import codec, enhance
 
     with Image.open(path) as im:
         hr_image = im.convert("RGB")
@@ -164,7 +164,7 @@ def sr_image(path: Path, dataset: str) -> dict:
     for q in (QUALITY, RATE_QUALITY):
         data = codec.compress(lr, q)
         row[f"q{q:g}_bpp_lr"] = len(data) * 8 / (lr.width * lr.height)
-        row[f"upscale_q{q:g}"] = psnr_y(np.asarray(codec.upscale(lr, quality=q)), hr)
+        row[f"upscale_q{q:g}"] = psnr_y(np.asarray(enhance.upscale(lr, quality=q)), hr)
         start = time.perf_counter()
         row[f"decompress_x2_q{q:g}"] = psnr_y(np.asarray(codec.decompress(data, scale=2)), hr)
         row[f"decompress_x2_q{q:g}_seconds"] = time.perf_counter() - start
@@ -173,9 +173,9 @@ def sr_image(path: Path, dataset: str) -> dict:
 
 
 def _work(task: tuple) -> dict:
-    import torch
+    from aecodec.runtime import set_threads
 
-    torch.set_num_threads(1)
+    set_threads(1)
     kind, path, dataset, *args = task
     if kind == "baselines":
         return baselines(path, *args)
@@ -186,18 +186,17 @@ def _work(task: tuple) -> dict:
 
 def head_costs(image: Path) -> dict:
     """Parameters of each head against the backbone's, and the extra time each costs on one image."""
-    import torch
-
-    from aecodec import codec
-    from aecodec.weights import load_coding_model, load_head
+    from aecodec import codec, enhance
+    from aecodec.runtime import set_threads
+    from aecodec.weights import find_weights, load_head, load_model
     from benchmarks.speed import best_time
 
-    _, model = load_coding_model()
+    model = load_model(find_weights())
     sr, dn = load_head("super-resolution"), load_head("denoising")
     with Image.open(image) as im:
         img = im.convert("RGB")
 
-    torch.set_num_threads(2)
+    set_threads(2)
     data = codec.compress(img, QUALITY)
     noisy = Image.fromarray(add_noise(np.asarray(img), 25, image.name))
     return {
@@ -210,8 +209,8 @@ def head_costs(image: Path) -> dict:
         "decompress_x2_seconds": best_time(lambda: codec.decompress(data, scale=2), 3),
         "compress_seconds": best_time(lambda: codec.compress(noisy, QUALITY), 3),
         "compress_denoise_seconds": best_time(lambda: codec.compress(noisy, QUALITY, denoise=25), 3),
-        "denoise_seconds": best_time(lambda: codec.denoise(noisy, 25, quality=QUALITY), 3),
-        "denoise_fast_seconds": best_time(lambda: codec.denoise(noisy, 25, quality=QUALITY, collaborative=False), 3),
+        "denoise_seconds": best_time(lambda: enhance.denoise(noisy, 25, quality=QUALITY), 3),
+        "denoise_fast_seconds": best_time(lambda: enhance.denoise(noisy, 25, quality=QUALITY, collaborative=False), 3),
     }
 
 

@@ -9,9 +9,9 @@ import pytest
 from conftest import noisy, psnr, synthetic_image
 from PIL import Image
 
-from aecodec import codec
+from aecodec import codec, enhance
 from aecodec.errors import AecError
-from aecodec.heads import estimate_sigma
+from aecodec.noise import estimate_sigma
 from aecodec.weights import WeightsError, load_head, weights_dir
 
 
@@ -40,7 +40,7 @@ def test_decompress_at_scale_2_beats_bicubic_of_the_decoded_image(hopper):
 
 def test_upscale_beats_bicubic(hopper):
     small = Image.fromarray(hopper).resize((128, 148), Image.Resampling.BICUBIC)
-    big = codec.upscale(small)
+    big = enhance.upscale(small)
     bicubic = small.resize((256, 296), Image.Resampling.BICUBIC)
     assert big.size == (256, 296)
     assert luma_psnr(np.asarray(big), hopper) > luma_psnr(np.asarray(bicubic), hopper) + 1
@@ -70,17 +70,17 @@ def test_bad_scale_is_refused(photo):
 def test_denoise_removes_noise(hopper):
     image = hopper[:160, :192]
     noise = noisy(image, 25)
-    out = np.asarray(codec.denoise(Image.fromarray(noise), 25))
+    out = np.asarray(enhance.denoise(Image.fromarray(noise), 25))
     assert out.shape == image.shape
     assert psnr(out, image) > psnr(noise, image) + 5
-    fast = codec.denoise(Image.fromarray(noise), 25, collaborative=False)
+    fast = enhance.denoise(Image.fromarray(noise), 25, collaborative=False)
     assert psnr(out, image) > psnr(np.asarray(fast), image) + 0.2  # the collaborative filter adds to the refiner
-    assert np.array_equal(np.asarray(codec.collaborative_filter(noise, fast, 25)), out)  # denoise is the two in turn
+    assert np.array_equal(np.asarray(enhance.collaborative_filter(noise, fast, 25)), out)  # denoise is the two in turn
 
 
 def test_collaborative_filter_refuses_a_pilot_of_another_size(hopper):
     with pytest.raises(AecError, match="pilot is 64x32"):
-        codec.collaborative_filter(hopper[:40, :64], Image.fromarray(hopper[:32, :64]), 10)
+        enhance.collaborative_filter(hopper[:40, :64], Image.fromarray(hopper[:32, :64]), 10)
 
 
 def test_compress_denoise_spends_fewer_bits_and_decodes_with_the_plain_decoder(hopper):
@@ -102,12 +102,12 @@ def test_denoise_analysis_windows_leave_no_trace(monkeypatch):
 
 def test_denoise_windows_leave_no_trace(monkeypatch):
     image = Image.fromarray(noisy(synthetic_image(150, 200, seed=5), 25))
-    whole = np.asarray(codec.denoise(image, 25))
+    whole = np.asarray(enhance.denoise(image, 25))
     monkeypatch.setattr(codec, "WINDOW", 64)
-    assert np.array_equal(np.asarray(codec.denoise(image, 25)), whole)
+    assert np.array_equal(np.asarray(enhance.denoise(image, 25)), whole)
 
 
-def test_denoise_windows_cover_a_second_refiner(monkeypatch):
+def test_denoise_windows_cover_a_second_refiner(monkeypatch, tmp_path):
     """The decoding windows' margin follows the refiners' reach: a head grown by a second refiner on the
     image folded 2x2 (21 px further than the shipped one's 4) leaves no trace of the windows either."""
     import dataclasses
@@ -117,28 +117,38 @@ def test_denoise_windows_cover_a_second_refiner(monkeypatch):
     from aecodec.heads import Denoising
     from aecodec.weights import load_head
 
+    from aecodec.runtime import HeadModel
+    from aecodec.weights import find_weights, load_model, save_weights
+
     shipped = load_head("denoising")
     grown = Denoising(dataclasses.replace(shipped.config, second_channels=8, second_layers=8, second_fold=2))
     grown.load_state_dict(shipped.state_dict(), strict=False)
     with torch.no_grad():
         grown.second[-2].weight.normal_(std=0.05)
+    weights, backbone = codec.coding_model()
+    path = tmp_path / "grown.safetensors"
+    save_weights(grown, path, {"kind": "denoising", "backbone": weights.manifest["model_id"]},
+                 backbone=(load_model(weights), weights.path))
+    head = HeadModel(find_weights("grown", tmp_path), backbone)
+    assert head.margin("refine") == 64  # g_s's 30 px and the refiners' 4 + 17 px, in whole latent elements
     image = Image.fromarray(noisy(synthetic_image(150, 200, seed=5), 25))
-    plain = np.asarray(codec.denoise(image, 25))
-    monkeypatch.setattr(codec, "_head", lambda kind: grown.eval())
-    whole = np.asarray(codec.denoise(image, 25))
+    plain = np.asarray(enhance.denoise(image, 25))
+    monkeypatch.setattr(codec, "head", lambda kind: head)
+    monkeypatch.setattr(enhance, "head", lambda kind: head)
+    whole = np.asarray(enhance.denoise(image, 25))
     assert not np.array_equal(whole, plain)  # the second refiner is at work
     monkeypatch.setattr(codec, "WINDOW", 64)
-    assert np.array_equal(np.asarray(codec.denoise(image, 25)), whole)
+    assert np.array_equal(np.asarray(enhance.denoise(image, 25)), whole)
 
 
 def test_denoise_keeps_mode_alpha_and_metadata(photo):
     alpha = np.full(photo.shape[:2], 99, np.uint8)
     image = Image.fromarray(np.dstack([noisy(photo, 15), alpha]), "RGBA")
     image.info["icc_profile"] = b"icc"
-    out = codec.denoise(image, 15)
+    out = enhance.denoise(image, 15)
     assert out.mode == "RGBA" and out.size == image.size and out.info["icc_profile"] == b"icc"
     assert np.array_equal(np.asarray(out)[:, :, 3], alpha)
-    grey = codec.denoise(Image.fromarray(noisy(photo, 15)).convert("L"), 15)
+    grey = enhance.denoise(Image.fromarray(noisy(photo, 15)).convert("L"), 15)
     assert grey.mode == "L" and grey.size == image.size
 
 
@@ -151,7 +161,7 @@ def test_bad_noise_levels_are_refused(photo, sigma):
 @pytest.mark.parametrize("sigma", [5, 15, 25, 50])
 def test_noise_level_estimate(hopper, sigma):
     assert estimate_sigma(noisy(hopper, sigma)) == pytest.approx(sigma, rel=0.2, abs=2)
-    assert codec.noise_level(Image.fromarray(noisy(hopper, sigma))) == pytest.approx(sigma, rel=0.2, abs=2)
+    assert enhance.noise_level(Image.fromarray(noisy(hopper, sigma))) == pytest.approx(sigma, rel=0.2, abs=2)
 
 
 def test_heads_refuse_another_backbone(tmp_path):
@@ -202,8 +212,8 @@ def test_second_refiner_corrects_the_first():
 @pytest.mark.parametrize("collaborative, phases", [(True, 3), (False, 2)])
 def test_denoise_reports_the_coding_the_decoding_and_the_filter(hopper, collaborative, phases):
     calls = []
-    codec.denoise(Image.fromarray(hopper), 10, collaborative=collaborative,
-                  progress=lambda done, total: calls.append((done, total)))
+    enhance.denoise(Image.fromarray(hopper), 10, collaborative=collaborative,
+                    progress=lambda done, total: calls.append((done, total)))
     ends = [i for i, (done, total) in enumerate(calls) if done == total]
     assert len(ends) == phases and ends[-1] == len(calls) - 1  # each phase counted to its end
     assert all(calls[start][0] == 1 for start in [0] + [end + 1 for end in ends[:-1]])

@@ -58,6 +58,8 @@ def test_train_resume_export_load(tmp_path, kind):
     assert [h["step"] for h in manifest["history"]] == [2]
     head = load_head(kind, folder)
     assert not any(p.requires_grad for p in head.parameters())
+    graphs = {"super-resolution": {"head"}, "denoising": {"analysis", "refine"}}[kind]
+    assert set(manifest["graphs"]) == graphs and all((folder / g["file"]).is_file() for g in manifest["graphs"].values())
     if kind == "denoising":  # the refiner alone, from the exported head: the adapters must not move
         exported = folder / f"{name}.safetensors"
         refiner_ckpt = tmp_path / "refiner.pt"
@@ -90,4 +92,4 @@ def test_train_resume_export_load(tmp_path, kind):
 
     (folder / f"{name}.safetensors").write_bytes(b"not the weights")
     with pytest.raises(WeightsError, match="corrupt"):
-        load_head.__wrapped__(kind, folder)
+        load_head(kind, folder)

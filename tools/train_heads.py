@@ -86,7 +86,7 @@ if args.export:
             "train_seconds": round(ckpt["elapsed"]), "history": ckpt["history"]}
     if args.export_info:
         info.update(json.loads(args.export_info.read_text()))
-    manifest = save_weights(head, args.export, info)
+    manifest = save_weights(head, args.export, info, backbone=(load_model(backbone).eval(), backbone.path))
     print(f"wrote {args.export} ({manifest['sha256'][:16]}, step {ckpt['step']})")
     sys.exit(0)
 if args.data is None:
