@@ -1,4 +1,5 @@
-"""Classical image codecs for the rate-distortion benchmark: JPEG, JPEG 2000, WebP, AVIF, HEIC, JPEG XL.
+"""The rate-distortion benchmark's measurements: every codec of `benchmarks.codecs` (classical codecs and
+aecodec) over a folder of images.
 
     python -m benchmarks.classical ../shared/data/kodak --out-dir benchmarks/results/kodak
     python -m benchmarks.classical IMAGES --out-dir DIR --codecs jpeg-420,jxl --jobs 2
@@ -16,19 +17,12 @@ memory growth of the encode + decode (see MEMORY_METHOD), and wall_s (the whole 
 included; wall_s_total sums them per codec). Every codec runs single-threaded so that the timings
 compare. Mean curves average the per-image values.
 
-Codecs (each at its best documented configuration, never a strawman):
-  jpeg-420, jpeg-444  Pillow / libjpeg-turbo, optimize=True (optimised Huffman tables), quality sweep
-  jpeg2000            benchmarks/jpeg2000.py: OpenJPEG, 9/7 irreversible, mct=1, target-bpp sweep
-  webp                Pillow / libwebp, lossy, method=6 (slowest, best), quality sweep
-  avif                Pillow / libavif + libaom, 4:4:4, full range, speed 4, quality sweep
-  heic                pillow-heif / libheif + x265, 4:4:4, preset slow, quality sweep
-  jxl                 imagecodecs / libjxl, VarDCT, effort 7 (libjxl default), distance sweep
+The codecs and their configurations: benchmarks/codecs.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -38,19 +32,17 @@ import resource
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import PIL
-from PIL import Image, features
+from PIL import Image
 
 from benchmarks import jpeg2000
+from benchmarks.codecs import CODECS, THREADS, Codec, check_input
 
 IMAGE_SUFFIXES = (".png", ".ppm", ".bmp", ".tif", ".tiff")
-THREADS = 1  # every encoder and decoder is asked for one thread
 MEMORY_METHOD = (
     "each encode+decode runs in a child forked for it; the child returns its free heap pages to the OS "
     "(glibc malloc_trim(0)) and resets its peak RSS (writes 5 to /proc/self/clear_refs), then "
@@ -65,206 +57,6 @@ MEMORY_METHOD_FALLBACK = (
 MSSSIM_MIN_SIDE = 161  # pytorch_msssim's 5 scales with an 11-tap window need more than 160 pixels
 
 
-# ----------------------------------------------------------------------------------------- codecs
-
-
-@dataclass(frozen=True)
-class Codec:
-    name: str
-    encode: Callable[[np.ndarray, Any], bytes]
-    decode: Callable[[bytes], np.ndarray]
-    settings: tuple  # low to high rate
-    setting_name: str
-    description: dict
-    version: Callable[[], str]
-    requires: tuple[str, ...] = field(default=())  # importable modules it needs
-
-    def available(self) -> bool:
-        import importlib.util
-
-        return all(importlib.util.find_spec(m) is not None for m in self.requires)
-
-    def encode_decode(self, img: np.ndarray, setting: Any) -> tuple[int, np.ndarray]:
-        """Encode `img` (HxWx3 uint8) at `setting`; return (file bytes, decoded HxWx3 uint8)."""
-        _check_input(img)
-        data = self.encode(img, setting)
-        return len(data), self.decode(data)
-
-
-def _check_input(img: np.ndarray) -> None:
-    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError("expected an HxWx3 uint8 RGB array")
-
-
-def _pil_encode(img: np.ndarray, fmt: str, **params) -> bytes:
-    _check_input(img)
-    buf = io.BytesIO()
-    Image.fromarray(img, "RGB").save(buf, format=fmt, **params)
-    return buf.getvalue()
-
-
-def _pil_decode(data: bytes, fmt: str) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as im:
-        if im.format != fmt:
-            raise ValueError(f"decoded a {im.format} file, expected {fmt}")
-        im.load()
-        if im.mode != "RGB":  # no silent conversion: an RGBA or L result means a wrong configuration
-            raise ValueError(f"{fmt} decoded to mode {im.mode}, expected RGB")
-        return np.array(im)
-
-
-# JPEG -- libjpeg-turbo through Pillow: baseline sequential, optimised Huffman tables, standard
-# (Annex K) quantisation tables scaled by quality.
-def _jpeg_encoder(subsampling: int) -> Callable[[np.ndarray, int], bytes]:
-    def encode(img: np.ndarray, quality: int) -> bytes:
-        return _pil_encode(img, "JPEG", quality=int(quality), subsampling=subsampling, optimize=True)
-
-    return encode
-
-
-def _jpeg_version() -> str:
-    return f"Pillow {PIL.__version__}, libjpeg-turbo {features.version_feature('libjpeg_turbo')}"
-
-
-# WebP -- lossy (VP8, always 4:2:0), method 6 = most exhaustive search.
-def _webp_encode(img: np.ndarray, quality: float) -> bytes:
-    return _pil_encode(img, "WEBP", quality=quality, method=6, lossless=False)
-
-
-def _webp_version() -> str:
-    return f"Pillow {PIL.__version__}, libwebp {features.version_module('webp')}"
-
-
-# AVIF -- libavif + libaom through Pillow's plugin.
-AVIF_SPEED = 4
-
-
-def _avif_encode(img: np.ndarray, quality: int) -> bytes:
-    return _pil_encode(img, "AVIF", quality=int(quality), subsampling="4:4:4", speed=AVIF_SPEED,
-                       codec="aom", range="full", max_threads=THREADS)
-
-
-def _avif_decode(data: bytes) -> np.ndarray:
-    from PIL import AvifImagePlugin
-
-    AvifImagePlugin.DEFAULT_MAX_THREADS = THREADS  # the decoder's thread count (dav1d)
-    return _pil_decode(data, "AVIF")
-
-
-def _avif_version() -> str:
-    from PIL import _avif
-
-    return f"Pillow {PIL.__version__}, libavif {features.version('avif')}, {_avif.codec_versions()}"
-
-
-# HEIC -- libheif + x265 through pillow-heif; 4:4:4, libheif's x265 defaults (preset slow, tune ssim)
-# made explicit, x265's thread pool off.
-HEIC_ENC_PARAMS = {"preset": "slow", "tune": "ssim", "x265:pools": "none", "x265:frame-threads": "1"}
-
-
-def _heif_setup() -> None:
-    import pillow_heif
-
-    pillow_heif.register_heif_opener()
-    pillow_heif.options.DECODE_THREADS = THREADS
-
-
-def _heic_encode(img: np.ndarray, quality: int) -> bytes:
-    _heif_setup()
-    return _pil_encode(img, "HEIF", quality=int(quality), chroma=444, enc_params=dict(HEIC_ENC_PARAMS))
-
-
-def _heic_decode(data: bytes) -> np.ndarray:
-    _heif_setup()
-    return _pil_decode(data, "HEIF")
-
-
-def _heic_version() -> str:
-    import pillow_heif
-
-    info = pillow_heif.libheif_info()
-    dec = "; ".join(info.get("decoders", {}).values())
-    return f"pillow-heif {pillow_heif.__version__}, libheif {pillow_heif.libheif_version()}, {info['HEIF']}, {dec}"
-
-
-# JPEG XL -- libjxl through imagecodecs; distance is the Butteraugli target (1.0 ~ visually lossless).
-JXL_EFFORT = 7
-
-
-def _jxl_encode(img: np.ndarray, distance: float) -> bytes:
-    import imagecodecs
-
-    _check_input(img)
-    return bytes(imagecodecs.jpegxl_encode(img, distance=float(distance), effort=JXL_EFFORT,
-                                           lossless=False, numthreads=THREADS))
-
-
-def _jxl_decode(data: bytes) -> np.ndarray:
-    import imagecodecs
-
-    out = imagecodecs.jpegxl_decode(data, numthreads=THREADS)
-    if out.dtype != np.uint8 or out.ndim != 3 or out.shape[2] != 3:
-        raise ValueError(f"JPEG XL decoded to {out.dtype} {out.shape}, expected HxWx3 uint8")
-    return np.ascontiguousarray(out)
-
-
-def _jxl_version() -> str:
-    import imagecodecs
-
-    return f"imagecodecs {imagecodecs.__version__}, libjxl {imagecodecs.version(dict).get('libjxl')}"
-
-
-CODECS: dict[str, Codec] = {}
-
-
-def register(codec: Codec) -> Codec:
-    CODECS[codec.name] = codec
-    return codec
-
-
-for _name, _subsampling, _label in (("jpeg-420", 2, "4:2:0"), ("jpeg-444", 0, "4:4:4")):
-    register(Codec(
-        _name, _jpeg_encoder(_subsampling), lambda d: _pil_decode(d, "JPEG"),
-        (3, 6, 10, 20, 35, 50, 70, 85, 92), "quality",
-        {"library": "Pillow JPEG (libjpeg-turbo)", "subsampling": f"{_label} (subsampling={_subsampling})",
-         "optimize": True, "progressive": False, "quantization": "libjpeg standard tables scaled by quality",
-         "sweep": "quality"},
-        _jpeg_version))
-register(Codec(
-    "jpeg2000", jpeg2000.encode, lambda d: _pil_decode(d, "JPEG2000"),
-    (0.1, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5), "target_bpp",
-    {"library": "Pillow JPEG2000 (OpenJPEG) via benchmarks/jpeg2000.py", **jpeg2000.SETTINGS,
-     "sweep": "target bpp (quality_layers = [24 / target_bpp])"},
-    lambda: f"Pillow {PIL.__version__}, OpenJPEG {features.version_codec('jpg_2000')}"))
-register(Codec(
-    "webp", _webp_encode, lambda d: _pil_decode(d, "WEBP"),
-    (0, 5, 15, 30, 50, 70, 80, 90, 95), "quality",
-    {"library": "Pillow WebP (libwebp)", "lossless": False, "method": 6, "subsampling": "4:2:0 (VP8)",
-     "sweep": "quality"},
-    _webp_version))
-register(Codec(
-    "avif", _avif_encode, _avif_decode,
-    (5, 20, 35, 50, 62, 72, 82, 90), "quality",
-    {"library": "Pillow AVIF plugin (libavif, libaom encoder, dav1d decoder)", "subsampling": "4:4:4",
-     "speed": AVIF_SPEED, "codec": "aom", "range": "full", "tune": "libavif default",
-     "max_threads": THREADS, "sweep": "quality (0-100, libavif maps it to the quantizer)"},
-    _avif_version))
-register(Codec(
-    "heic", _heic_encode, _heic_decode,
-    (12, 20, 28, 36, 44, 52, 60, 68), "quality",
-    {"library": "pillow-heif (libheif, x265 encoder, libde265 decoder)", "chroma": "444",
-     "enc_params": HEIC_ENC_PARAMS, "matrix": "BT.601 full range (pillow-heif default nclx)",
-     "decode_threads": THREADS, "sweep": "quality (libheif maps it to x265 CRF)"},
-    _heic_version, requires=("pillow_heif",)))
-register(Codec(
-    "jxl", _jxl_encode, _jxl_decode,
-    (25.0, 15.0, 10.0, 7.0, 5.0, 3.5, 2.5, 1.5, 1.0, 0.6), "distance",
-    {"library": "imagecodecs jpegxl (libjxl)", "mode": "lossy (VarDCT)", "effort": JXL_EFFORT,
-     "numthreads": THREADS, "sweep": "distance (Butteraugli target, high to low)"},
-    _jxl_version, requires=("imagecodecs",)))
-
-
-import benchmarks.aecodec_codec  # noqa: E402,F401  (registers aecodec, measured like the others)
 
 
 # ---------------------------------------------------------------------------------------- metrics
@@ -335,7 +127,7 @@ def _reset_peak_rss() -> tuple[int, bool]:
 
 def measure(codec: Codec, img: np.ndarray, setting: Any) -> tuple[dict, np.ndarray]:
     """Encode and decode `img` in a forked child; return its timings, size and memory, and the decoded image."""
-    _check_input(img)
+    check_input(img)
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: do the work, send the result, never return into the caller's code
@@ -593,7 +385,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    # Run the importable module's main: codecs that other modules register (aecodec) are in its registry.
-    from benchmarks.classical import main as _main
-
-    _main()
+    main()

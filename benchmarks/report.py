@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.bdrate import bd_rate
+from benchmarks.codecs import CODECS
 
 ANCHOR = "jpeg2000"
 OURS = "aecodec"
@@ -44,6 +45,12 @@ def load_results(folder: Path) -> dict[str, dict]:
     if ANCHOR not in docs:
         raise SystemExit(f"no {ANCHOR} results in {folder}: run benchmarks.classical first")
     return docs
+
+
+def reader_name(doc: dict) -> str:
+    """What readers call the codec of a results file: "JPEG XL (libjxl 0.11.1, effort 7)", not "jxl"."""
+    codec = CODECS.get(doc["codec"])
+    return codec.label(doc) if codec else doc["codec"]
 
 
 def curve(doc: dict, metric: str) -> list[tuple[float, float]]:
@@ -89,7 +96,7 @@ def plot(docs: dict[str, dict], published: dict, metric: str, label: str, out: P
         pts = sorted(curve(doc, metric))
         ours = name == OURS
         ax.plot(*zip(*pts), marker="o", markersize=3 if not ours else 5, linewidth=2.6 if ours else 1.2,
-                color="black" if ours else None, label=name, zorder=3 if ours else 2)
+                color="black" if ours else None, label=reader_name(doc), zorder=3 if ours else 2)
     for name, pts in published.items():
         column = 1 if metric == "psnr" else 2
         ax.plot([p[0] for p in pts], [p[column] for p in pts], linestyle="--", linewidth=1.2, label=name)
@@ -117,14 +124,12 @@ def speed_rows(docs: dict[str, dict]) -> list[tuple[str, float, float, float]]:
         enc = float(np.mean([r["encode_s"] for r in runs] / mp))
         dec = float(np.mean([r["decode_s"] for r in runs] / mp))
         mem = max(r.get("peak_rss_growth_kib", 0) for r in runs) / 1024
-        rows.append((name, enc, dec, mem))
+        rows.append((reader_name(doc), enc, dec, mem))
     return sorted(rows, key=lambda r: r[1])
 
 
 def crops(docs: dict[str, dict], bd: dict, images: Path, image: str, box: tuple[int, int, int, int]) -> list[tuple[str, bytes]]:
     """Crops of one image at about aecodec's bpp near 0.5: aecodec, JPEG 2000, the best other codec."""
-    from benchmarks.classical import CODECS
-
     src = np.asarray(Image.open(images / image).convert("RGB"))
     h, w = src.shape[:2]
     others = [n for n in docs if n not in (OURS, ANCHOR) and bd[n]["psnr"] is not None]
@@ -139,7 +144,7 @@ def crops(docs: dict[str, dict], bd: dict, images: Path, image: str, box: tuple[
         setting = target if name == ANCHOR else min(runs, key=lambda r: abs(r["bpp"] - target))[key]
         size, decoded = CODECS[name].encode_decode(src, setting)
         psnr = 10 * np.log10(255**2 / np.mean((src.astype(float) - decoded) ** 2))
-        out.append((f"{name}: {size * 8 / (w * h):.3f} bpp, {psnr:.2f} dB", decoded))
+        out.append((f"{reader_name(doc)}: {size * 8 / (w * h):.3f} bpp, {psnr:.2f} dB", decoded))
     left, top, right, bottom = box
     result = []
     for label, pixels in out:
@@ -162,11 +167,12 @@ def render(docs, bd, plots, speed, crop_list, crop_image, heads: str = "") -> st
         return "n/a" if v is None else f"{v:+.1f}%"
 
     bd_rows = "".join(
-        f"<tr><td>{e(n)}</td><td>{pct(bd[n]['psnr'])}</td><td>{pct(bd[n]['msssim_db'])}</td>"
+        f"<tr><td>{e(reader_name(docs[n]))}</td><td>{pct(bd[n]['psnr'])}</td><td>{pct(bd[n]['msssim_db'])}</td>"
         f"<td>{e(docs[n].get('version', ''))}</td></tr>"
         for n in sorted(docs, key=lambda n: (bd[n]["psnr"] is None, bd[n]["psnr"] or 0)))
     speed_html = "".join(f"<tr><td>{e(n)}</td><td>{a:.3f}</td><td>{b:.3f}</td><td>{m:.0f}</td></tr>" for n, a, b, m in speed)
-    settings = "".join(f"<tr><td>{e(n)}</td><td><code>{e(json.dumps(d.get('settings', {})))}</code></td></tr>" for n, d in docs.items())
+    settings = "".join(f"<tr><td>{e(reader_name(d))}</td><td><code>{e(json.dumps(d.get('settings', {})))}</code></td></tr>"
+                       for d in docs.values())
     figs = "".join(f'<figure><img src="{data_uri(png)}" alt="{e(label)}"><figcaption>{e(label)}</figcaption></figure>'
                    for label, png in plots)
     crop_html = "".join(f'<figure><img src="{data_uri(png)}" alt="{e(label)}"><figcaption>{e(label)}</figcaption></figure>'

@@ -14,7 +14,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aecodec.export import export_graphs, export_head_graphs, write_graphs  # noqa: E402
+from aecodec.errors import MissingExtraError  # noqa: E402
+
+try:
+    from aecodec.export import export_graphs, export_head_graphs, write_graphs
+except MissingExtraError as e:  # the one line naming the extra, not a traceback
+    sys.exit(str(e))
 from aecodec.weights import DEFAULT_NAME, HEAD_NAMES, find_weights, load_head, load_model, update_manifest  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

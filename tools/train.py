@@ -30,8 +30,9 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from training import add_common_arguments, configure, record_validation, write_checkpoint  # noqa: E402
+
 from aecodec.model import GainedHyperprior, ModelConfig  # noqa: E402
-from aecodec.files import atomic_write  # noqa: E402
 from aecodec.weights import find_weights, load_model, load_state, save_weights  # noqa: E402
 from photo_bank import PhotoBank, ScaleJitter, decode  # noqa: E402
 from prepare_data import image_files, is_validation  # noqa: E402
@@ -42,9 +43,6 @@ p.add_argument("--data", type=Path, help="folder of training photos, whole or cr
 p.add_argument("--ckpt", type=Path, default=Path.home() / ".cache/aecodec/train.pt", help="checkpoint to resume from and write")
 p.add_argument("--init", type=Path, help="start from these .safetensors weights (fresh optimizers, a new schedule)")
 p.add_argument("--export", type=Path, help="write the checkpoint's model (its EMA where that validated better) and exit")
-p.add_argument("--export-info", type=Path, help="JSON merged into the exported manifest (data, licences, results)")
-p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
 p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
 p.add_argument("--batch", type=int, default=8, help="batch of the plain configuration ('-xK' multiplies it)")
 p.add_argument("--crop", type=int, default=256)
@@ -52,9 +50,6 @@ p.add_argument("--channels", help="N,M of a fresh model (default: the config's 1
 p.add_argument("--scale-max", type=float, default=1.0, help="crops cut at a scale log-uniform in [1, this] and shrunk")
 p.add_argument("--lambdas", help="comma-separated lambdas of the quality levels (default: the config's; with --init, "
                                  "new levels start from the trained gains, interpolated in log lambda)")
-p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate, for --batch (sqrt-scaled for larger batches)")
-p.add_argument("--lr-min", type=float, default=1e-5, help="learning rate at the end of the decay")
-p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
 p.add_argument("--decay-frac", type=float, default=0.15, help="the last fraction of the budget, where the lr decays")
 p.add_argument("--ema", type=float, default=0.999, help="decay of the weights' EMA (0: none)")
 p.add_argument("--steps", type=int, default=0, help="budget in steps of this schedule, over all its runs (0: no limit)")
@@ -66,12 +61,8 @@ p.add_argument("--trial-seconds", type=float, default=15, help="seconds each con
 p.add_argument("--profile", type=Path, help="folder for the configurations' timings and a profile of the chosen one")
 p.add_argument("--clip", type=float, default=1.0, help="gradient norm clip")
 p.add_argument("--log-every", type=int, default=100, help="steps between logs and non-finite checks (host syncs)")
-p.add_argument("--val-every", type=int, default=500)
-p.add_argument("--val-images", type=int, default=16)
 p.add_argument("--val-size", type=int, default=512, help="held-out photos are validated on their central crop of this size")
-p.add_argument("--ckpt-every", type=int, default=1000)
-p.add_argument("--log", type=Path, help="JSON lines of validation results (the learning curve)")
-p.add_argument("--seed", type=int, default=0)
+add_common_arguments(p, lr=3e-4, warmup=200, val_every=500, ckpt_every=1000)  # --lr: for --batch (sqrt-scaled for larger)
 args = p.parse_args()
 
 
@@ -113,10 +104,7 @@ if ddp:
 device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if args.device == "cuda" else args.device)
 if device.type == "cuda":
     torch.cuda.set_device(device)
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-if args.threads:
-    torch.set_num_threads(args.threads)
+configure(device, args.threads)
 amp = device.type == "cuda" if args.amp is None else args.amp
 master = rank == 0
 torch.manual_seed(args.seed + rank)
@@ -251,14 +239,12 @@ def restore(snap: dict) -> None:
 def save_checkpoint() -> None:
     if not master:
         return
-    args.ckpt.parent.mkdir(parents=True, exist_ok=True)
-    state = {
+    write_checkpoint(args.ckpt, {
         "config": config.to_json(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "aux_optimizer": aux_optimizer.state_dict(), "ema": ema, "step": step, "elapsed": elapsed,
         "origin": (origin_step, origin_elapsed), "history": history, "gen": gen.get_state(),
         "jitter": jitter.rng.getstate(), "rng": torch.get_rng_state(), "args": vars(args), **final,
-    }
-    atomic_write(args.ckpt, lambda tmp: torch.save(state, tmp))
+    })
 
 
 def rd_terms(x: torch.Tensor, out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -460,11 +446,7 @@ while not finished():
         log(f"step {step:6d} {100 * progress():3.0f}% | {elapsed / 60:6.1f} min | {per_step:5.3f} s/step | lr {lr:.2e} | "
             f"loss {avg_loss:.3f} | bpp {avg_bpp:.3f} | psnr {avg_psnr:.2f} | aux {aux:.1f}")
     if step % args.val_every == 0 and master and val_images:
-        history.append(validate())
-        log("val " + json.dumps(history[-1]))
-        if args.log:
-            with open(args.log, "a") as f:
-                f.write(json.dumps(history[-1]) + "\n")
+        record_validation(history, validate(), args.log, log)
     if step % args.ckpt_every == 0:
         save_checkpoint()
 

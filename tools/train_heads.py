@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")  # compressai's import
-from aecodec.files import atomic_write  # noqa: E402
+from training import add_common_arguments, configure, record_validation, write_checkpoint  # noqa: E402
+
 from aecodec.heads import HeadConfig, build_head  # noqa: E402
 from aecodec.weights import HEAD_NAMES, find_weights, load_model, save_weights  # noqa: E402
 from crops import load_images, random_crops  # noqa: E402
@@ -45,7 +46,6 @@ p.add_argument("--head", choices=sorted(HEAD_NAMES), required=True)
 p.add_argument("--data", type=Path, help="folder of training images")
 p.add_argument("--ckpt", type=Path, help="checkpoint to resume from and write (default ~/.cache/aecodec/head-KIND.pt)")
 p.add_argument("--export", type=Path, help="write the checkpoint's head to this .safetensors path and exit")
-p.add_argument("--export-info", type=Path, help="JSON merged into the exported manifest (data, results)")
 p.add_argument("--init", type=Path, help="start from this exported head (.safetensors): every tensor whose shape fits")
 p.add_argument("--refiner-only", action="store_true", help="denoising: freeze the adapters, train the refiner alone")
 p.add_argument("--second-only", action="store_true", help="denoising: train the second refiner alone")
@@ -56,20 +56,11 @@ p.add_argument("--second-channels", type=int, default=HeadConfig.second_channels
                help="denoising: hidden channels of a second refiner after the first (0: none)")
 p.add_argument("--second-layers", type=int, default=HeadConfig.second_layers, help="denoising second refiner: convolutions")
 p.add_argument("--second-fold", type=int, default=HeadConfig.second_fold, help="denoising second refiner: pixel-unshuffle factor")
-p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
 p.add_argument("--batch", type=int, default=8)
 p.add_argument("--crop", type=int, default=0, help="training crop (default: 256 for super-resolution, 128 for denoising)")
-p.add_argument("--lr", type=float, default=5e-4)
-p.add_argument("--lr-min", type=float, default=1e-5)
-p.add_argument("--warmup", type=int, default=100)
 p.add_argument("--steps", type=int, default=0, help="stop at this step (0: no limit)")
 p.add_argument("--time-budget", type=float, default=0, help="stop after this many seconds in total (0: no limit)")
-p.add_argument("--val-every", type=int, default=250)
-p.add_argument("--val-images", type=int, default=16)
-p.add_argument("--ckpt-every", type=int, default=50)
-p.add_argument("--log", type=Path, help="JSON lines of validation results")
-p.add_argument("--seed", type=int, default=0)
+add_common_arguments(p, lr=5e-4, warmup=100, val_every=250, ckpt_every=50)
 args = p.parse_args()
 short = "sr" if args.head == "super-resolution" else "denoise"
 args.ckpt = args.ckpt or Path.home() / f".cache/aecodec/head-{short}.pt"
@@ -95,13 +86,9 @@ if (args.refiner_only or args.second_only) and args.head != "denoising":
     p.error("--refiner-only and --second-only go with --head denoising")
 if args.second_only and not args.second_channels:
     p.error("--second-only needs a second refiner (--second-channels)")
-if args.threads:
-    torch.set_num_threads(args.threads)
 torch.manual_seed(args.seed)
 device = torch.device(args.device)
-if device.type == "cuda":
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cudnn.benchmark = True
+configure(device, args.threads)
 
 # ----------------------------------------------------------------------------- data
 files = image_files(args.data)
@@ -256,11 +243,10 @@ def validate() -> dict:
 
 
 def save_checkpoint() -> None:
-    args.ckpt.parent.mkdir(parents=True, exist_ok=True)
-    state = {"config": config.to_json(), "backbone": backbone.manifest["model_id"], "head": head.state_dict(),
-             "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed, "history": history,
-             "gen": gen.get_state(), "rng": torch.get_rng_state(), "args": {k: str(v) for k, v in vars(args).items()}}
-    atomic_write(args.ckpt, lambda tmp: torch.save(state, tmp))
+    write_checkpoint(args.ckpt, {
+        "config": config.to_json(), "backbone": backbone.manifest["model_id"], "head": head.state_dict(),
+        "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed, "history": history,
+        "gen": gen.get_state(), "rng": torch.get_rng_state(), "args": {k: str(v) for k, v in vars(args).items()}})
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -288,11 +274,7 @@ while (not args.steps or step < args.steps) and (not args.time_budget or elapsed
         print(f"step {step:6d} {100 * progress:3.0f}% | {elapsed / 60:6.1f} min | "
               f"{elapsed / step:5.2f} s/step | lr {lr:.2e} | {line}", flush=True)
     if step % args.val_every == 0 and val_images:
-        history.append(validate())
-        print("val " + json.dumps(history[-1]), flush=True)
-        if args.log:
-            with open(args.log, "a") as f:
-                f.write(json.dumps(history[-1]) + "\n")
+        record_validation(history, validate(), args.log, lambda line: print(line, flush=True))
     if step % args.ckpt_every == 0:
         save_checkpoint()
 
