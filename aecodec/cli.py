@@ -284,6 +284,7 @@ def _run_batch(jobs: list[Job], work: Callable[..., dict], workers: int, label: 
 
             # spawn, not fork: a forked child of a process with ONNX Runtime's thread pool running can deadlock.
             threads = max(1, (os.cpu_count() or 1) // workers)
+            os.environ["OPENBLAS_NUM_THREADS"] = str(threads)  # the workers' numpy: their share of the cores
             pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"),
                                        initializer=_worker_init, initargs=(threads,))
             futures = [(job, pool.submit(_attempt, work, job)) for job in jobs]

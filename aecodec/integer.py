@@ -21,6 +21,7 @@ float64 that format version 1 used (not exact across machines, which is why vers
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -54,7 +55,10 @@ def taps(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(weight.transpose(2, 3, 0, 1).reshape(9, *weight.shape[:2]))
 
 
-def conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+MatMul = Callable[[np.ndarray, np.ndarray], np.ndarray]  # float64 a @ b: numpy's, or ONNX Runtime's (runtime)
+
+
+def conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, matmul: MatMul = np.matmul) -> np.ndarray:
     """(C, H, W) -> (C_out, H, W): a 3x3 convolution with zero padding, as nine matrix products;
     `weight` as `taps` gives it."""
     c, h, w = x.shape
@@ -63,7 +67,7 @@ def conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     out = np.broadcast_to(bias[:, None], (len(bias), h * w)).copy()
     for k in range(9):
         i, j = divmod(k, 3)
-        out += weight[k] @ padded[:, i : i + h, j : j + w].reshape(c, -1)
+        out += matmul(weight[k], padded[:, i : i + h, j : j + w].reshape(c, -1))
     return out.reshape(-1, h, w)
 
 
@@ -78,9 +82,10 @@ def _layers(state: dict[str, np.ndarray], prefix: str = "h_s") -> list[tuple[np.
             for i, t in H_S_LAYERS]
 
 
-def _run(layers, a: np.ndarray, activation) -> tuple[np.ndarray, np.ndarray]:
+def _run(layers, a: np.ndarray, activation, matmul: MatMul) -> tuple[np.ndarray, np.ndarray]:
     for k, (weight, bias, transposed, to_real) in enumerate(layers):
-        s = pixel_shuffle(conv3x3(a, weight, bias)) if transposed else conv3x3(a, weight, bias)
+        s = conv3x3(a, weight, bias, matmul)
+        s = pixel_shuffle(s) if transposed else s
         if k == len(layers) - 1:
             out = s * to_real
             return out[: len(out) // 2], out[len(out) // 2 :]
@@ -91,8 +96,10 @@ def _run(layers, a: np.ndarray, activation) -> tuple[np.ndarray, np.ndarray]:
 class IntegerHyperSynthesis:
     """z symbols (integers, before the medians) -> (scales, means) of y, exactly, in float64."""
 
-    def __init__(self, state: dict[str, np.ndarray], medians: np.ndarray):
-        """From a weights file's tensors (`h_s.*`) and the factorized prior's medians (N,)."""
+    def __init__(self, state: dict[str, np.ndarray], medians: np.ndarray, matmul: MatMul = np.matmul):
+        """From a weights file's tensors (`h_s.*`) and the factorized prior's medians (N,). Any `matmul`
+        gives the same result: every sum is of integers below 2^53."""
+        self._matmul = matmul
         self._layers = []
         for i, (w, b, transposed) in enumerate(_layers(state)):
             out_dim = 1 if transposed else 0
@@ -115,17 +122,19 @@ class IntegerHyperSynthesis:
         """(N, h, w) integer symbols `round(z - median)` -> (scales, means), each (M, 4h, 4w)."""
         a = np.clip(z_values.astype(np.float64) * (1 << ACT_BITS) + self._medians, -ACT_LIMIT, ACT_LIMIT)
         return _run(self._layers, a,
-                    lambda s, to_real: np.clip(np.round(s * (to_real * (1 << ACT_BITS))), -ACT_LIMIT, ACT_LIMIT))
+                    lambda s, to_real: np.clip(np.round(s * (to_real * (1 << ACT_BITS))), -ACT_LIMIT, ACT_LIMIT),
+                    self._matmul)
 
 
 class HyperSynthesis64:
     """The float h_s in float64: z_hat (N, h, w) -> (scales, means), as format version 1 files were made."""
 
-    def __init__(self, state: dict[str, np.ndarray]):
+    def __init__(self, state: dict[str, np.ndarray], matmul: MatMul = np.matmul):
+        self._matmul = matmul
         self._layers = []
         for w, b, transposed in _layers(state):
             w, b = subpixel(w, b) if transposed else (w, b)
             self._layers.append((taps(w), b, transposed, 1.0))
 
     def __call__(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return _run(self._layers, z_hat.astype(np.float64), lambda s, _: s)
+        return _run(self._layers, z_hat.astype(np.float64), lambda s, _: s, self._matmul)

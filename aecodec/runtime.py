@@ -10,6 +10,7 @@ between threads, never one output's sum (checked by tests at 1, 2 and 3 threads)
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from functools import cached_property
@@ -40,16 +41,40 @@ class Graph:
         options = ort.SessionOptions()
         options.intra_op_num_threads = _threads
         options.inter_op_num_threads = 1
+        # No busy-waiting between runs: numpy's BLAS (the integer h_s) runs next on the same cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # ONNX Runtime reads these arrays in place: they must outlive the session.
         self._values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(tensors[n])) for n in weights]
         options.add_external_initializers(list(weights), self._values)
         self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, **inputs: np.ndarray) -> list[np.ndarray]:
-        """(C, H, W) images and (1,) values in, (C, H, W) images out."""
+        """(C, H, W) images and (1,) values in, (C, H, W) images out, float32."""
         feeds = {k: np.asarray(v, np.float32)[None] if v.ndim == 3 else np.asarray(v, np.float32)
                  for k, v in inputs.items()}
-        return [out[0] for out in self._session.run(None, feeds)]
+        return [out[0] for out in self.run(**feeds)]
+
+    def run(self, **inputs: np.ndarray) -> list[np.ndarray]:
+        """The graph's outputs for its inputs as they are (contiguous, of the graph's types and shapes)."""
+        return self._session.run(None, inputs)
+
+
+# One float64 MatMul node (inputs a, b; output c), opset 17: built with onnx.helper, which the light
+# install lacks (tests/test_runtime.py builds it again and compares).
+MATMUL64 = base64.b64decode("CAgSB2FlY29kZWM6YgoRCgFhCgFiEgFjIgZNYXRNdWwSCG1hdG11bDY0WhUKAWESEAoOCAsSCgoDEgFtCgMSAWta"
+                            "FQoBYhIQCg4ICxIKCgMSAWsKAxIBbmIVCgFjEhAKDggLEgoKAxIBbQoDEgFuQgQKABAR")
+
+
+class MatMul64:
+    """`a @ b` in float64 on ONNX Runtime's thread pool, for the integer h_s. numpy's OpenBLAS would do
+    as well, but its idle threads then busy-wait for a tenth of a second and slow the g_s that follows
+    by a quarter."""
+
+    def __init__(self):
+        self._graph = Graph(MATMUL64, [], {})
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return self._graph.run(a=np.ascontiguousarray(a), b=np.ascontiguousarray(b))[0]
 
 
 def _tensors(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -103,11 +128,11 @@ class CodingModel:
 
     @cached_property
     def integer_h_s(self) -> IntegerHyperSynthesis:
-        return IntegerHyperSynthesis(self.state, self.medians)
+        return IntegerHyperSynthesis(self.state, self.medians, MatMul64())
 
     @cached_property
     def _h_s64(self) -> HyperSynthesis64:
-        return HyperSynthesis64(self.state)
+        return HyperSynthesis64(self.state, MatMul64())
 
     def gains(self, quality: float) -> tuple[np.ndarray, np.ndarray]:
         """Gain and inverse gain, (M, 1, 1) each, for a real quality in [1, levels]: interpolated

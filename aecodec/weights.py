@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import require
+from .errors import MissingExtraError, require
 from .files import atomic_write
 
 DEFAULT_NAME = "aecodec-mshp-v1"
@@ -174,15 +174,26 @@ def load_head(kind: str, folder: Path | None = None):
 def save_weights(model, path: Path, info: dict[str, Any], backbone: tuple[Any, Path] | None = None) -> dict[str, Any]:
     """Write `path` (.safetensors), its ONNX graphs (`export`) and the manifest beside them, all
     atomically. The model's `config` goes in the file's metadata; a codec model needs its tables built
-    first (`build_tables`); a head needs its `backbone` (the torch model and its weights file)."""
-    from safetensors.torch import save_file
+    first (`build_tables`); a head needs its `backbone` (the torch model and its weights file).
 
-    from .export import export_graphs, export_head_graphs, write_graphs
+    Without the onnx package (a training machine may lack it) the weights and the manifest are still
+    written, without graphs: `tools/export_graphs.py` adds them later. Trained weights are never lost
+    for want of an exporter."""
+    from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"config": model.config.to_json()}))
     sha = sha256_file(path)
+    try:
+        from .export import export_graphs, export_head_graphs, write_graphs
+
+        graphs = {"graphs": write_graphs(export_graphs(model, path) if backbone is None
+                                         else export_head_graphs(model, backbone[0], path, backbone[1]), path)}
+    except MissingExtraError as e:
+        warnings.warn(f"{path.name}: written without its ONNX graphs ({e}); add them with tools/export_graphs.py",
+                      stacklevel=2)
+        graphs = {}
     manifest = {
         "name": path.stem,
         "file": path.name,
@@ -190,8 +201,7 @@ def save_weights(model, path: Path, info: dict[str, Any], backbone: tuple[Any, P
         "model_id": sha[: 2 * MODEL_ID_BYTES],
         "config": json.loads(model.config.to_json()),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "graphs": write_graphs(export_graphs(model, path) if backbone is None
-                               else export_head_graphs(model, backbone[0], path, backbone[1]), path),
+        **graphs,
         **info,
     }
     atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))

@@ -37,6 +37,7 @@ def test_every_single_byte_change_of_a_real_file_is_detected():
 
 @settings(max_examples=3000, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**62))
+@pytest.mark.slow
 def test_fuzzed_files_give_an_image_or_the_codecs_own_error(index):
     """The fuzzer's mutations (tools/fuzz.py, which runs far longer by hand), bounded for CI."""
     problem = fuzz.check(fuzz.make_input(0, index, SEEDS, FIELDS))

@@ -139,3 +139,19 @@ else:
     raise AssertionError("the torch model loaded without torch")
 """
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_float64_matmul_graph_is_what_onnx_helper_makes():
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    def value(name: str, shape: list[str]):
+        return helper.make_tensor_value_info(name, TensorProto.DOUBLE, shape)
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul64",
+                              [value("a", ["m", "k"]), value("b", ["k", "n"])], [value("c", ["m", "n"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8, producer_name="aecodec")
+    assert model.SerializeToString() == runtime.MATMUL64
+    onnx.checker.check_model(model)
+    a, b = np.random.default_rng(3).integers(-2**20, 2**20, (2, 40, 40)).astype(np.float64)
+    assert np.array_equal(runtime.MatMul64()(a, b), a @ b)  # integer sums: exact in any order

@@ -108,6 +108,7 @@ def photos(tmp_path):
     return data
 
 
+@pytest.mark.slow
 def test_train_trials_resume_and_export_the_better_of_ema_and_raw(tmp_path, photos):
     ckpt = tmp_path / "train.pt"
     common = ("--data", photos, "--ckpt", ckpt, "--batch", 2, "--crop", 64, "--scale-max", 1.5, "--val-size", 128,
@@ -138,6 +139,7 @@ def test_train_trials_resume_and_export_the_better_of_ema_and_raw(tmp_path, phot
     assert all(torch.equal(dict(model.named_parameters())[n].detach(), e) for n, e in zip(names, expected))
 
 
+@pytest.mark.slow
 def test_a_diverging_run_is_rolled_back_then_stopped(tmp_path, photos):
     out = train("--data", photos, "--ckpt", tmp_path / "t.pt", "--batch", 2, "--crop", 64, "--val-size", 128,
                 "--log-every", 1, "--warmup", 1, "--lr", 1e30, "--steps", 40, "--threads", 2, "--trial-seconds", 0,
@@ -173,6 +175,7 @@ def test_the_training_loss_is_one_graph_for_torch_compile():
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
 
 
+@pytest.mark.slow
 def test_a_configuration_that_fails_to_compile_is_skipped(tmp_path, photos, monkeypatch):
     monkeypatch.setenv("CXX", "/bin/false")  # inductor's C++ compiler: torch.compile fails on the CPU
     out = train("--data", photos, "--ckpt", tmp_path / "t.pt", "--batch", 2, "--crop", 64, "--val-size", 128,

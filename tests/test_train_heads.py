@@ -32,6 +32,7 @@ def train(*args: str) -> str:
     return r.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["super-resolution", "denoising"])
 def test_train_resume_export_load(tmp_path, kind):
     data = tmp_path / "data"

@@ -3,7 +3,7 @@
 Training writes them with the weights (`weights.save_weights`); this is for weights made before, or
 after a change to `aecodec/export.py`. The safetensors files, and so the model ids, do not change.
 
-    python tools/export_graphs.py [--folder weights]
+    python tools/export_graphs.py [--folder weights] [--name aecodec-mshp-v2-candidate]
 """
 
 from __future__ import annotations
@@ -20,21 +20,23 @@ try:
     from aecodec.export import export_graphs, export_head_graphs, write_graphs
 except MissingExtraError as e:  # the one line naming the extra, not a traceback
     sys.exit(str(e))
-from aecodec.weights import DEFAULT_NAME, HEAD_NAMES, find_weights, load_head, load_model, update_manifest  # noqa: E402
+from aecodec.weights import (DEFAULT_NAME, HEAD_NAMES, WeightsError, find_weights, load_head, load_model,  # noqa: E402
+                             update_manifest)
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--folder", type=Path, default=None, help="the weights' folder (default: the installed weights)")
+p.add_argument("--name", default=DEFAULT_NAME, help="the backbone's weights; the heads follow only the default name's")
 args = p.parse_args()
 
-backbone = find_weights(DEFAULT_NAME, args.folder)
+backbone = find_weights(args.name, args.folder)
 model = load_model(backbone).eval()
 graphs = write_graphs(export_graphs(model, backbone.path), backbone.path)
 update_manifest(backbone, {"graphs": graphs})
 print(f"{backbone.path.name}: {', '.join(graphs)}")
-for kind, name in HEAD_NAMES.items():
+for kind, name in HEAD_NAMES.items() if args.name == DEFAULT_NAME else ():
     try:
         head_weights = find_weights(name, args.folder)
-    except Exception as e:  # a folder without heads (a candidate backbone) is fine
+    except WeightsError as e:  # a folder without heads (a candidate backbone) is fine
         print(f"{name}: skipped ({e})")
         continue
     head = load_head(kind, args.folder)

@@ -154,9 +154,9 @@ def make_input(seed: int, index: int, seeds: list[bytes], fields: list[list[tupl
 
 
 def _worker(seed: int, start: int, stride: int, current, tried, decoded, failures, peak_kb) -> None:
-    import torch
+    from aecodec.runtime import set_threads
 
-    torch.set_num_threads(1)
+    set_threads(1)
     seeds = seed_files()
     fields = [_fields(s) for s in seeds]
     index = start

@@ -43,5 +43,5 @@ cat > "$out/info.json" <<INFO
 INFO
 python3 -W ignore tools/train.py --ckpt "$ckpt" --export "$out/$name.safetensors" --export-info "$out/info.json"
 split -b 15M "$out/$name.safetensors" "$out/$name.safetensors.part-"
-rm "$out/$name.safetensors" "$out/info.json"
+rm -f "$out/$name.safetensors" "$out/info.json" "$out/$name".*.onnx  # graphs: written here by tools/export_graphs.py
 ls -la "$out"
