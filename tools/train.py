@@ -26,11 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
+# First: without the train extra, this says which to install, in one line.
+from training import add_common_arguments, configure, record_validation, write_checkpoint
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from training import add_common_arguments, configure, record_validation, write_checkpoint  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
 
 from aecodec.model import GainedHyperprior, ModelConfig  # noqa: E402
 from aecodec.weights import find_weights, load_model, load_state, save_weights  # noqa: E402

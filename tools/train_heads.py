@@ -28,12 +28,13 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+# First: without the train extra, this says which to install, in one line.
+from training import add_common_arguments, configure, record_validation, write_checkpoint
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")  # compressai's import
-from training import add_common_arguments, configure, record_validation, write_checkpoint  # noqa: E402
 
 from aecodec.heads import HeadConfig, build_head  # noqa: E402
 from aecodec.weights import HEAD_NAMES, find_weights, load_model, save_weights  # noqa: E402
