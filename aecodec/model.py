@@ -26,6 +26,9 @@ from torch import Tensor
 # MSE lambdas of the 8 quality levels (loss = lambda * 255^2 * MSE + bpp).
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18)
 
+# Buffers whose size is only known once the tables are built (compressai registers them empty).
+_TABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
 # The Gaussian scale table: 64 scales, log-spaced in [0.11, 256] (Ballé et al. 2018).
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 
@@ -107,8 +110,6 @@ class GainedHyperprior(nn.Module):
         """This network with other quality levels: each new level's gains are interpolated between the
         trained levels linearly in log lambda (extrapolated beyond the ends), so a level whose lambda is
         unchanged keeps its gains exactly."""
-        from .weights import load_state
-
         old = torch.tensor(self.config.lambdas, dtype=torch.float64).log()
         new = torch.tensor(lambdas, dtype=torch.float64).log()
         # Position of each new lambda on the old levels' axis (fractional, possibly outside [0, L-1]).
@@ -182,3 +183,14 @@ class GainedHyperprior(nn.Module):
     def aux_loss(self) -> Tensor:
         """Loss that fits the factorized prior's quantiles (used to size its tables)."""
         return self.entropy_bottleneck.loss()
+
+
+def load_state(model, state: dict) -> None:
+    """`model.load_state_dict(state)`, sizing the entropy models' table buffers to the state's first
+    (a fresh model has them empty; weights and checkpoints made after `build_tables` have them full)."""
+    for name, module in model.named_modules():
+        for buf in _TABLE_BUFFERS:
+            key = f"{name}.{buf}"
+            if key in state:
+                getattr(module, buf).resize_(state[key].shape)
+    model.load_state_dict(state)

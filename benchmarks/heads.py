@@ -188,7 +188,8 @@ def head_costs(image: Path) -> dict:
     """Parameters of each head against the backbone's, and the extra time each costs on one image."""
     from aecodec import codec, enhance
     from aecodec.runtime import set_threads
-    from aecodec.weights import find_weights, load_head, load_model
+    from aecodec.torch_weights import load_head, load_model
+    from aecodec.weights import find_weights
     from benchmarks.speed import best_time
 
     model = load_model(find_weights())

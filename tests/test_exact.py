@@ -65,7 +65,7 @@ def test_integer_h_s_stays_close_to_the_float_network(model, z_values):
 def test_float_h_s_equals_the_torch_network(model, z_values):
     """Format version 1's float64 h_s in numpy, against the torch layers it was made with."""
     torch = pytest.importorskip("torch")
-    from aecodec.weights import load_model
+    from aecodec.torch_weights import load_model
 
     h_s = load_model(codec.coding_model()[0]).h_s.double()
     z_hat = z_values[0] + model.medians[:, None, None]
@@ -77,7 +77,7 @@ def test_float_h_s_equals_the_torch_network(model, z_values):
 
 def test_table_indexes_equal_compressai_build_indexes(model, z_values):
     torch = pytest.importorskip("torch")
-    from aecodec.weights import load_model
+    from aecodec.torch_weights import load_model
 
     gaussian = load_model(codec.coding_model()[0]).gaussian_conditional
     scales, _ = model.exact_entropy_parameters(z_values[0])

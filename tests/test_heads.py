@@ -12,7 +12,8 @@ from PIL import Image
 from aecodec import codec, enhance
 from aecodec.errors import AecError
 from aecodec.noise import estimate_sigma
-from aecodec.weights import WeightsError, load_head, weights_dir
+from aecodec.torch_weights import load_head
+from aecodec.weights import WeightsError, weights_dir
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +116,11 @@ def test_denoise_windows_cover_a_second_refiner(monkeypatch, tmp_path):
     import torch
 
     from aecodec.heads import Denoising
-    from aecodec.weights import load_head
+    from aecodec.torch_weights import load_head
 
     from aecodec.runtime import HeadModel
-    from aecodec.weights import find_weights, load_model, save_weights
+    from aecodec.torch_weights import load_model, save_weights
+    from aecodec.weights import find_weights
 
     shipped = load_head("denoising")
     grown = Denoising(dataclasses.replace(shipped.config, second_channels=8, second_layers=8, second_fold=2))

@@ -11,7 +11,8 @@ import pytest
 from conftest import synthetic_image
 
 from aecodec import codec, integer, runtime
-from aecodec.weights import WeightsError, find_weights, load_head, load_model, weights_dir
+from aecodec.torch_weights import load_head, load_model
+from aecodec.weights import WeightsError, find_weights, weights_dir
 
 torch = pytest.importorskip("torch")
 
@@ -131,7 +132,8 @@ assert aecodec.upscale(image).size == (192, 128)
 assert aecodec.denoise(image, 10).size == image.size
 Image.open(__import__("io").BytesIO(data)).load()
 try:
-    from aecodec.weights import find_weights, load_model
+    from aecodec.torch_weights import load_model
+    from aecodec.weights import find_weights
     load_model(find_weights())
 except MissingExtraError as e:
     assert "aecodec[train]" in str(e), e

@@ -13,7 +13,8 @@ from PIL import Image
 from test_train_heads import validation_name
 
 from aecodec.model import GainedHyperprior, ModelConfig
-from aecodec.weights import find_weights, load_model
+from aecodec.torch_weights import load_model
+from aecodec.weights import find_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))

@@ -13,7 +13,8 @@ from conftest import synthetic_image
 from PIL import Image
 from safetensors.torch import load_file
 
-from aecodec.weights import DEFAULT_NAME, HEAD_NAMES, WeightsError, load_head, weights_dir
+from aecodec.torch_weights import load_head
+from aecodec.weights import DEFAULT_NAME, HEAD_NAMES, WeightsError, weights_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 

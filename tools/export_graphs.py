@@ -1,6 +1,6 @@
 """Write the ONNX graphs of the light coding path beside existing weights, and list them in the manifests.
 
-Training writes them with the weights (`weights.save_weights`); this is for weights made before, or
+Training writes them with the weights (`torch_weights.save_weights`); this is for weights made before, or
 after a change to `aecodec/export.py`. The safetensors files, and so the model ids, do not change.
 
     python tools/export_graphs.py [--folder weights] [--name aecodec-mshp-v2-candidate]
@@ -20,8 +20,8 @@ try:
     from aecodec.export import export_graphs, export_head_graphs, write_graphs
 except MissingExtraError as e:  # the one line naming the extra, not a traceback
     sys.exit(str(e))
-from aecodec.weights import (DEFAULT_NAME, HEAD_NAMES, WeightsError, find_weights, load_head, load_model,  # noqa: E402
-                             update_manifest)
+from aecodec.torch_weights import load_head, load_model  # noqa: E402
+from aecodec.weights import DEFAULT_NAME, HEAD_NAMES, WeightsError, find_weights, update_manifest  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--folder", type=Path, default=None, help="the weights' folder (default: the installed weights)")

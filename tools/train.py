@@ -33,7 +33,9 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 from aecodec.model import GainedHyperprior, ModelConfig  # noqa: E402
-from aecodec.weights import find_weights, load_model, load_state, save_weights  # noqa: E402
+from aecodec.model import load_state  # noqa: E402
+from aecodec.torch_weights import load_model, save_weights  # noqa: E402
+from aecodec.weights import find_weights  # noqa: E402
 from photo_bank import PhotoBank, ScaleJitter, decode  # noqa: E402
 from prepare_data import image_files, is_validation  # noqa: E402
 

@@ -37,7 +37,8 @@ import torch.nn.functional as F  # noqa: E402
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")  # compressai's import
 
 from aecodec.heads import HeadConfig, build_head  # noqa: E402
-from aecodec.weights import HEAD_NAMES, find_weights, load_model, save_weights  # noqa: E402
+from aecodec.torch_weights import load_model, save_weights  # noqa: E402
+from aecodec.weights import HEAD_NAMES, find_weights  # noqa: E402
 from crops import load_images, random_crops  # noqa: E402
 from prepare_data import image_files, is_validation  # noqa: E402
 
