@@ -148,7 +148,7 @@ def _check_output(job: Job, force: bool) -> None:
         raise JobError(f"folder {job.out.parent} does not exist")
 
 
-def _compress_job(job: Job, quality: float, target: dict, denoise: float | str | None, force: bool,
+def _compress_job(job: Job, quality: float, target: dict, denoise: float | str | None, effort: int, force: bool,
                   strict: bool, progress: bool) -> dict:
     from PIL import Image, UnidentifiedImageError
 
@@ -161,13 +161,13 @@ def _compress_job(job: Job, quality: float, target: dict, denoise: float | str |
             im.load()
             bar = _progress_bar("compressing") if progress else None
             if target:
-                reached = rate.compress_to(im, **target, progress=bar)
+                reached = rate.compress_to(im, **target, progress=bar, effort=effort)
                 data, quality = reached.data, reached.quality
                 extra = {"encodes": reached.encodes, "psnr": reached.psnr, "missed": reached.missed}
                 if reached.missed and strict:
                     raise JobError(f"{job.src}: {reached.missed} (--strict: nothing written)")
             else:
-                data, extra = codec.compress(im, quality, progress=bar, denoise=denoise), {}
+                data, extra = codec.compress(im, quality, progress=bar, denoise=denoise, effort=effort), {}
                 if denoise is not None:
                     extra["sigma"] = enhance.noise_level(im) if denoise == "auto" else denoise
             width, height = im.size
@@ -178,7 +178,7 @@ def _compress_job(job: Job, quality: float, target: dict, denoise: float | str |
     _write(job.out, lambda tmp: tmp.write_bytes(data))
     return {"src": str(job.src), "out": str(job.out), "bytes_in": job.src.stat().st_size, "bytes_out": len(data),
             "pixels": width * height, "bpp": len(data) * 8 / (width * height), "quality": quality,
-            "seconds": time.perf_counter() - start, **extra}
+            "effort": effort, "seconds": time.perf_counter() - start, **extra}
 
 
 def _output_format(job: Job) -> str:
@@ -350,11 +350,14 @@ def _with_batch_options(f):
 @click.option("--strict", is_flag=True,
               help="A --bpp, --size or --psnr target that no quality meets is an error (exit 1, nothing written).")
 @click.option("--denoise", is_flag=True, help="Remove noise before coding: bits go to the image, not to its noise.")
+@click.option("--effort", type=click.IntRange(0, 3), default=0, show_default=True,
+              help="Encoder effort: 1, 2, 3 refine the latents for each image (50, 150, 400 steps; needs aecodec[train]) "
+                   "for fewer bits at the same quality; about 0.75 s a step for 768x512 on 2 cores.")
 @_sigma_option
 @_with_batch_options
 def compress(sources: tuple[Path, ...], out: Path | None, quality: float, bpp: float | None, size: int | None,
-             psnr: float | None, strict: bool, denoise: bool, sigma: float | None, force: bool, workers: int,
-             as_json: bool) -> None:
+             psnr: float | None, strict: bool, denoise: bool, effort: int, sigma: float | None, force: bool,
+             workers: int, as_json: bool) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) into .aec files."""
     target = {k: v for k, v in {"bpp": bpp, "size": size, "psnr": psnr}.items() if v is not None}
     if len(target) > 1:
@@ -365,10 +368,12 @@ def compress(sources: tuple[Path, ...], out: Path | None, quality: float, bpp: f
         raise click.UsageError("--sigma goes with --denoise")
     if strict and not target:
         raise click.UsageError("--strict goes with --bpp, --size or --psnr")
+    if effort and denoise:
+        raise click.UsageError("--effort works without --denoise")
     level = (sigma if sigma is not None else "auto") if denoise else None
     jobs = _plan(sources, out, ".aec")
-    _run(jobs, functools.partial(_compress_job, quality=quality, target=target, denoise=level, force=force,
-                                 strict=strict), workers, as_json, "compressing")
+    _run(jobs, functools.partial(_compress_job, quality=quality, target=target, denoise=level, effort=effort,
+                                 force=force, strict=strict), workers, as_json, "compressing")
 
 
 @main.command()

@@ -155,6 +155,13 @@ class Analysis:
     def size(self) -> tuple[int, int]:
         return self.pixels.shape[1], self.pixels.shape[0]
 
+    def distortion(self, decoded: Image.Image) -> float:
+        """Mean squared error (8-bit units) of a decoding's colour (or grey) channels; alpha is lossless."""
+        n = 3 if self.mode in ("RGB", "RGBA") else 1
+        a = self.pixels[:, :, :n].astype(np.float64)
+        b = np.asarray(decoded, dtype=np.float64).reshape(*a.shape[:2], -1)[:, :, :n]
+        return float(np.mean((a - b) ** 2))
+
 
 def analyse(image, tile: int, progress: Progress | None, icc: bytes | None, exif: bytes | None,
             denoise: float | str | None = None) -> Analysis:
@@ -188,8 +195,10 @@ def analyse(image, tile: int, progress: Progress | None, icc: bytes | None, exif
     return Analysis(pixels, mode, latent, bytes(icc), bytes(exif))
 
 
-def encode(analysis: Analysis, quality: float, tile: int) -> bytes:
-    """The .aec bytes of an analysed image at one quality."""
+def encode(analysis: Analysis, quality: float, tile: int,
+           latents: tuple[np.ndarray, np.ndarray] | None = None) -> bytes:
+    """The .aec bytes of an analysed image at one quality; `latents` (the gained y and z, as
+    `effort.refine` gives them) are coded in place of g_a's and h_a's."""
     try:
         q_code = container.quantize_quality(float(quality))
     except ValueError as e:
@@ -205,11 +214,13 @@ def encode(analysis: Analysis, quality: float, tile: int) -> bytes:
     gain, _ = model.gains(header.quality)
     medians = model.medians[:, None, None]
     for keep, window in tiles:
-        z = model.hyper_analyse(analysis.latent[_slices(window, scale=k)] * gain)
-        z_values[_slices(keep)] = np.round(z[_slices(keep, window)] - medians)
+        z = model.hyper_analyse(analysis.latent[_slices(window, scale=k)] * gain) if latents is None else None
+        z_values[_slices(keep)] = (np.round(z[_slices(keep, window)] - medians) if latents is None
+                                   else np.round(latents[1][_slices(keep)] - medians))
     streams = []
     for keep, window in tiles:
-        y = analysis.latent[_slices(keep, scale=k)] * gain  # the same products h_a saw
+        # g_a's latent times the gain: the same products h_a saw
+        y = analysis.latent[_slices(keep, scale=k)] * gain if latents is None else latents[0][_slices(keep, scale=k)]
         z = z_values[_slices(keep)]
         scales, means = _hyper_synthesis(model, z_values, keep, window, version=container.VERSION)
         y_values = np.round(y.astype(np.float64) - means).astype(np.int64)
@@ -219,8 +230,33 @@ def encode(analysis: Analysis, quality: float, tile: int) -> bytes:
     return container.build(Container(header, tuple(streams), alpha))
 
 
+def encode_at_effort(analysis: Analysis, quality: float, tile: int, effort: int,
+                     progress: Progress | None = None) -> bytes:
+    """`encode`, and at an effort above 0 also the file of the latents refined for this image
+    (`effort`): whichever of the two has the lower true cost (lambda * 255^2 * MSE + bpp, measured
+    on the decoded file), so effort never makes a file worse."""
+    plain = encode(analysis, quality, tile)
+    if not effort:
+        return plain
+    from .effort import STEPS, check_effort, lambda_of, refine
+
+    width, height = analysis.size
+    check_effort(effort, width, height)
+    _, model = coding_model()
+    q = container.quantize_quality(float(quality)) / container.QUALITY_SCALE
+    colour = analysis.pixels[:, :, :3] if analysis.mode in ("RGB", "RGBA") else np.repeat(analysis.pixels[:, :, :1], 3, 2)
+    tuned = encode(analysis, q, tile, refine(colour, analysis.latent, q, STEPS[effort], progress))
+    weight = lambda_of(model.lambdas, q)
+
+    def true_cost(data: bytes) -> float:
+        return weight * analysis.distortion(decompress(data)) + len(data) * 8 / (width * height)
+
+    return min((plain, tuned), key=true_cost)  # a tie keeps g_a's file
+
+
 def compress(image, quality: float = DEFAULT_QUALITY, *, tile: int = DEFAULT_TILE, progress: Progress | None = None,
-             icc: bytes | None = None, exif: bytes | None = None, denoise: float | str | None = None) -> bytes:
+             icc: bytes | None = None, exif: bytes | None = None, denoise: float | str | None = None,
+             effort: int = 0) -> bytes:
     """Compress an image into the bytes of an .aec file.
 
     Args:
@@ -232,8 +268,17 @@ def compress(image, quality: float = DEFAULT_QUALITY, *, tile: int = DEFAULT_TIL
             b"" stores none. EXIF is kept as is: its orientation is not applied to the pixels.
         denoise: None, or the noise level (standard deviation in 8-bit units, 0 to 75) to remove before
             coding, or "auto" to estimate it (`noise_level`); the file decodes with the ordinary decoder.
+        effort: 0 (g_a's latents), or 1, 2, 3: that many more steps of refining the latents for this
+            image (`aecodec.effort`; needs the train extra), for fewer bits at the same quality. The
+            file decodes with the ordinary decoder; `progress` then also counts the steps.
     """
-    return encode(analyse(image, tile, progress, icc, exif, denoise), quality, tile)
+    if effort:
+        from .effort import check_effort
+
+        check_effort(effort, 1, 1)  # a bad value or a missing extra is said before any work
+        if denoise is not None:
+            raise AecError("effort refines the latents against the image as given: it does not go with denoise")
+    return encode_at_effort(analyse(image, tile, progress, icc, exif, denoise), quality, tile, effort, progress)
 
 
 def _hyper_synthesis(model, z_values: np.ndarray, keep: Box, window: Box, version: int):

@@ -11,11 +11,9 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-from PIL import Image
 
 from . import container
-from .codec import DEFAULT_TILE, Analysis, Progress, analyse, decompress, encode
+from .codec import DEFAULT_TILE, Progress, analyse, decompress, encode_at_effort
 from .errors import AecError
 
 
@@ -33,7 +31,7 @@ class RateResult:
 
 def compress_to(image, *, bpp: float | None = None, size: int | None = None, psnr: float | None = None,
                 tile: int = DEFAULT_TILE, progress: Progress | None = None,
-                icc: bytes | None = None, exif: bytes | None = None) -> RateResult:
+                icc: bytes | None = None, exif: bytes | None = None, effort: int = 0) -> RateResult:
     """Compress to a target by searching the continuous quality; exactly one target must be given.
 
     Args:
@@ -42,6 +40,7 @@ def compress_to(image, *, bpp: float | None = None, size: int | None = None, psn
             where even that is larger).
         psnr: PSNR-RGB in dB of the decoded image; the smallest file that reaches it (the highest
             quality's file where none does).
+        effort: the encoder effort of every file the search makes (`compress`).
 
     A target beyond what the qualities reach gives the nearest end's file, and `missed` says so.
     """
@@ -58,8 +57,8 @@ def compress_to(image, *, bpp: float | None = None, size: int | None = None, psn
     def measure(q: float) -> float:
         q = round(q * container.QUALITY_SCALE) / container.QUALITY_SCALE
         if q not in probes:
-            data = encode(analysis, q, tile)
-            value = len(data) * 8 / (width * height) if kind != "psnr" else _psnr(analysis, decompress(data))
+            data = encode_at_effort(analysis, q, tile, effort)
+            value = len(data) * 8 / (width * height) if kind != "psnr" else _psnr(analysis.distortion(decompress(data)))
             probes[q] = (data, value)
         return probes[q][1]
 
@@ -133,10 +132,5 @@ def _search(measure: Callable[[float], float], transform: Callable[[float], floa
             side = 1
 
 
-def _psnr(analysis: Analysis, decoded: Image.Image) -> float:
-    """PSNR of the colour (or grey) channels; alpha is lossless and left out."""
-    n = 3 if analysis.mode in ("RGB", "RGBA") else 1
-    a = analysis.pixels[:, :, :n].astype(np.float64)
-    b = np.asarray(decoded, dtype=np.float64).reshape(*a.shape[:2], -1)[:, :, :n]
-    mse = np.mean((a - b) ** 2)
+def _psnr(mse: float) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)

@@ -101,7 +101,8 @@ class CodingModel:
         self.weights = weights
         self.state, metadata = _tensors(weights.path)
         config = json.loads(metadata["config"])
-        self.N, self.M, self.levels = config["N"], config["M"], len(config["lambdas"])
+        self.N, self.M, self.lambdas = config["N"], config["M"], tuple(config["lambdas"])
+        self.levels = len(self.lambdas)
         self.log_gain, self.log_inv_gain = self.state["log_gain"], self.state["log_inv_gain"]
         self.medians = self.state["entropy_bottleneck.quantiles"][:, 0, 1]  # the factorized prior's medians
         self.z_tables = _cdf_tables(self.state, "entropy_bottleneck")
