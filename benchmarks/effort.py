@@ -1,0 +1,100 @@
+"""Encoder effort on Kodak, real files: BD-rate of each effort level against effort 0 and JPEG 2000.
+
+    python -m benchmarks.effort ../shared/data/kodak --out effort.json [--efforts 0,1,2,3] [--qualities 1,...,8]
+
+Every (image, quality, effort) is compressed with `aecodec.compress(..., effort=E)` and decoded with
+the ordinary decoder: bpp of the whole file, PSNR-RGB, and the encode's wall seconds on this machine.
+The file is rewritten after each row, and a rerun skips the rows it holds. The summary gives, per
+effort, the mean curve, its BD-rate (PSNR) against effort 0 and against the recorded JPEG 2000 curve
+of the same images (benchmarks/results/kodak/kodak-jpeg2000.json), and the mean and largest encode
+seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from benchmarks.bdrate import bd_rate
+
+JPEG2000 = Path(__file__).parent / "results/kodak/kodak-jpeg2000.json"
+
+
+def _jpeg2000_curve(images: set[str]) -> list[tuple[float, float]] | None:
+    """The recorded JPEG 2000 curve over these images only (mean per target bpp), or None if any is missing."""
+    results = [r for r in json.loads(JPEG2000.read_text())["results"] if r["image"] in images]
+    if {r["image"] for r in results} != images:
+        return None
+    targets = sorted({r["target_bpp"] for r in results})
+    return [(float(np.mean([r["bpp"] for r in results if r["target_bpp"] == t])),
+             float(np.mean([r["psnr"] for r in results if r["target_bpp"] == t]))) for t in targets]
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per effort: the mean curve over the images that every effort has, BD-rates, seconds."""
+    efforts = sorted({r["effort"] for r in rows})
+    keys = [{(r["image"], r["quality"]) for r in rows if r["effort"] == e} for e in efforts]
+    common = set.intersection(*keys) if keys else set()
+    qualities = sorted({q for _, q in common})
+
+    def curve(effort: int) -> list[tuple[float, float]]:
+        sel = [r for r in rows if r["effort"] == effort and (r["image"], r["quality"]) in common]
+        return [(float(np.mean([r["bpp"] for r in sel if r["quality"] == q])),
+                 float(np.mean([r["psnr"] for r in sel if r["quality"] == q]))) for q in qualities]
+
+    images = {i for i, _ in common}
+    anchor = _jpeg2000_curve(images) if JPEG2000.exists() else None
+    out = {"images": len(images), "qualities": qualities, "efforts": {}}
+    for e in efforts:
+        seconds = [r["seconds"] for r in rows if r["effort"] == e and (r["image"], r["quality"]) in common]
+        entry = {"curve": curve(e), "encode_seconds_mean": float(np.mean(seconds)),
+                 "encode_seconds_max": float(np.max(seconds))}
+        if len(qualities) >= 2:
+            entry["bd_rate_vs_effort_0"] = bd_rate(curve(efforts[0]), curve(e)) if efforts[0] == 0 else None
+            entry["bd_rate_vs_jpeg2000"] = bd_rate(anchor, curve(e)) if anchor else None
+        out["efforts"][str(e)] = entry
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("image_dir", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--efforts", default="0,1,2,3")
+    ap.add_argument("--qualities", default="1,2,3,4,5,6,7,8")
+    args = ap.parse_args(argv)
+
+    import aecodec
+
+    efforts = [int(e) for e in args.efforts.split(",")]
+    qualities = [float(q) for q in args.qualities.split(",")]
+    doc = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
+    done = {(r["image"], r["quality"], r["effort"]) for r in doc["rows"]}
+    for path in sorted(args.image_dir.glob("*.png")):
+        img = np.asarray(Image.open(path).convert("RGB"))
+        for q in qualities:
+            for e in efforts:
+                if (path.name, q, e) in done:
+                    continue
+                start = time.perf_counter()
+                data = aecodec.compress(img, q, effort=e)
+                seconds = time.perf_counter() - start
+                decoded = np.asarray(aecodec.decompress(data)).astype(np.float64)
+                doc["rows"].append({"image": path.name, "quality": q, "effort": e, "seconds": seconds,
+                                    "bpp": len(data) * 8 / (img.shape[0] * img.shape[1]),
+                                    "psnr": float(10 * np.log10(255**2 / np.mean((decoded - img) ** 2)))})
+                doc["summary"] = summarise(doc["rows"])
+                args.out.write_text(json.dumps(doc, indent=1) + "\n")
+                print(json.dumps(doc["rows"][-1]), flush=True)
+    doc["summary"] = summarise(doc["rows"]) if doc["rows"] else {}
+    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(json.dumps(doc["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
