@@ -21,9 +21,10 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from . import container, entropy
+from . import container, entropy, grid
 from .container import TILE_ALIGN, Container, Header, TileStreams
 from .errors import AecError, FormatError, ModelMismatchError
+from .grid import Box
 from .noise import noise_sigma
 
 DEFAULT_QUALITY = 4.0
@@ -36,7 +37,6 @@ HYPER_MARGIN = 2  # z elements (128 px) of context around each coding tile for h
 # covers their receptive fields, so tiles give the z, means and scales that one tile over the image gives
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all): windows and tiles
-Box = tuple[int, int, int, int]  # top, left, bottom, right, in elements of the latent y (or of z)
 
 
 def coding_model():
@@ -99,25 +99,6 @@ def _check_size(width: int, height: int) -> None:
 def _latent_size(width: int, height: int) -> tuple[int, int]:
     """(rows, columns) of the latent: the image replicate-padded to multiples of 64, over 16."""
     return -(-height // TILE_ALIGN) * (TILE_ALIGN // STRIDE), -(-width // TILE_ALIGN) * (TILE_ALIGN // STRIDE)
-
-
-def _boxes(rows: int, cols: int, side: int) -> list[Box]:
-    """A grid of boxes `side` elements a side over a rows x cols grid, row-major."""
-    return [(top, left, min(top + side, rows), min(left + side, cols))
-            for top in range(0, rows, side) for left in range(0, cols, side)]
-
-
-def _windows(rows: int, cols: int, side: int, margin: int) -> list[tuple[Box, Box]]:
-    """(kept box, window box) pairs: each kept box with `margin` elements around it, within the grid."""
-    return [(box, (max(box[0] - margin, 0), max(box[1] - margin, 0), min(box[2] + margin, rows),
-                   min(box[3] + margin, cols))) for box in _boxes(rows, cols, side)]
-
-
-def _slices(box: Box, within: Box | None = None, scale: int = 1) -> tuple:
-    """The index of `box` (relative to `within`'s corner, times `scale`) in the last two axes of an array."""
-    top, left = (within[0], within[1]) if within else (0, 0)
-    return (..., slice((box[0] - top) * scale, (box[2] - top) * scale),
-            slice((box[1] - left) * scale, (box[3] - left) * scale))
 
 
 def window_pixels(colour: np.ndarray, box: Box) -> np.ndarray:
@@ -186,11 +167,11 @@ def analyse(image, tile: int, progress: Progress | None, icc: bytes | None, exif
         denoising = head("denoising")
         margin = denoising.margin("analysis")
         transform = lambda x: denoising.run("analysis", x=x, sigma=sigma)  # noqa: E731
-    windows = _windows(rows, cols, WINDOW // STRIDE, margin // STRIDE)
+    windows = grid.windows(rows, cols, WINDOW // STRIDE, margin // STRIDE)
     steps = Steps(progress, len(windows))
     for keep, window in windows:
         y = transform(window_pixels(colour, window))
-        latent[_slices(keep)] = y[_slices(keep, window)]
+        latent[grid.slices(keep)] = y[grid.slices(keep, window)]
         steps.advance()
     return Analysis(pixels, mode, latent, bytes(icc), bytes(exif))
 
@@ -209,19 +190,19 @@ def encode(analysis: Analysis, quality: float, tile: int,
                     analysis.icc, analysis.exif)
     k = model.Z_PER_Y
     rows, cols = analysis.latent.shape[1:]
-    tiles = _windows(rows // k, cols // k, tile // TILE_ALIGN, HYPER_MARGIN)  # in z elements
+    tiles = grid.windows(rows // k, cols // k, tile // TILE_ALIGN, HYPER_MARGIN)  # in z elements
     z_values = np.empty((model.N, rows // k, cols // k), dtype=np.int64)
     gain, _ = model.gains(header.quality)
     medians = model.medians[:, None, None]
     for keep, window in tiles:
-        z = model.hyper_analyse(analysis.latent[_slices(window, scale=k)] * gain) if latents is None else None
-        z_values[_slices(keep)] = (np.round(z[_slices(keep, window)] - medians) if latents is None
-                                   else np.round(latents[1][_slices(keep)] - medians))
+        z = model.hyper_analyse(analysis.latent[grid.slices(window, scale=k)] * gain) if latents is None else None
+        z_values[grid.slices(keep)] = (np.round(z[grid.slices(keep, window)] - medians) if latents is None
+                                       else np.round(latents[1][grid.slices(keep)] - medians))
     streams = []
     for keep, window in tiles:
         # g_a's latent times the gain: the same products h_a saw
-        y = analysis.latent[_slices(keep, scale=k)] * gain if latents is None else latents[0][_slices(keep, scale=k)]
-        z = z_values[_slices(keep)]
+        y = analysis.latent[grid.slices(keep, scale=k)] * gain if latents is None else latents[0][grid.slices(keep, scale=k)]
+        z = z_values[grid.slices(keep)]
         scales, means = _hyper_synthesis(model, z_values, keep, window, version=container.VERSION)
         y_values = np.round(y.astype(np.float64) - means).astype(np.int64)
         streams.append(TileStreams(entropy.encode(z, _z_indexes(z.shape), model.z_tables),
@@ -241,11 +222,15 @@ def encode_at_effort(analysis: Analysis, quality: float, tile: int, effort: int,
     from .effort import STEPS, check_effort, lambda_of, refine
 
     width, height = analysis.size
-    check_effort(effort, width, height)
+    check_effort(effort)
     _, model = coding_model()
     q = container.quantize_quality(float(quality)) / container.QUALITY_SCALE
     colour = analysis.pixels[:, :, :3] if analysis.mode in ("RGB", "RGBA") else np.repeat(analysis.pixels[:, :, :1], 3, 2)
-    tuned = encode(analysis, q, tile, refine(colour, analysis.latent, q, STEPS[effort], progress))
+    k = model.Z_PER_Y
+    rows, cols = analysis.latent.shape[1:]
+    tiles = grid.boxes(rows // k, cols // k, tile // TILE_ALIGN)  # in z elements, in coding order
+    tuned = encode(analysis, q, tile, refine(colour, analysis.latent, q, STEPS[effort], tiles, HYPER_MARGIN,
+                                             MARGIN // STRIDE, progress))
     weight = lambda_of(model.lambdas, q)
 
     def true_cost(data: bytes) -> float:
@@ -275,7 +260,7 @@ def compress(image, quality: float = DEFAULT_QUALITY, *, tile: int = DEFAULT_TIL
     if effort:
         from .effort import check_effort
 
-        check_effort(effort, 1, 1)  # a bad value or a missing extra is said before any work
+        check_effort(effort)  # a bad value or a missing extra is said before any work
         if denoise is not None:
             raise AecError("effort refines the latents against the image as given: it does not go with denoise")
     return encode_at_effort(analyse(image, tile, progress, icc, exif, denoise), quality, tile, effort, progress)
@@ -284,11 +269,11 @@ def compress(image, quality: float = DEFAULT_QUALITY, *, tile: int = DEFAULT_TIL
 def _hyper_synthesis(model, z_values: np.ndarray, keep: Box, window: Box, version: int):
     """(scales, means) of the y elements of the tile `keep` (in z elements), from the z symbols of
     `window` around it: the integer network (version 2) or the float one (version 1, window = keep)."""
-    z = z_values[_slices(window)]
+    z = z_values[grid.slices(window)]
     if version == 1:
         return model.entropy_parameters(z + model.medians[:, None, None])
     scales, means = model.exact_entropy_parameters(z)
-    crop = _slices(keep, window, model.Z_PER_Y)
+    crop = grid.slices(keep, window, model.Z_PER_Y)
     return scales[crop], means[crop]
 
 
@@ -334,31 +319,31 @@ def decode(data: bytes, progress: Progress | None, finish: Finish | None = None,
     k = model.Z_PER_Y
     rows, cols = _latent_size(header.width, header.height)
     if header.version == 1:  # each coding tile alone: float64 h_s, synthesised without margin
-        tiles = _windows(rows // k, cols // k, header.tile // TILE_ALIGN, 0)
-        windows = [tuple((a * k, b * k, c * k, d * k) for a, b, c, d in pair) for pair in tiles]
+        tiles = grid.windows(rows // k, cols // k, header.tile // TILE_ALIGN, 0)
+        windows = [tuple(grid.scaled(box, k) for box in pair) for pair in tiles]
     else:
-        tiles = _windows(rows // k, cols // k, header.tile // TILE_ALIGN, HYPER_MARGIN)
-        windows = _windows(rows, cols, WINDOW // STRIDE, (margin or MARGIN) // STRIDE)
+        tiles = grid.windows(rows // k, cols // k, header.tile // TILE_ALIGN, HYPER_MARGIN)
+        windows = grid.windows(rows, cols, WINDOW // STRIDE, (margin or MARGIN) // STRIDE)
     steps = Steps(progress, len(tiles) + len(windows))
     z_values = np.empty((model.N, rows // k, cols // k), dtype=np.int64)
     y_hat = np.empty((model.M, rows, cols), dtype=np.float32)
     width, height = header.width * scale, header.height * scale
     colour = np.empty((height, width, 3), dtype=np.uint8)
     for (keep, _), streams in zip(tiles, c.tiles):
-        z = z_values[_slices(keep)]
+        z = z_values[grid.slices(keep)]
         z[...] = entropy.decode(streams.z, _z_indexes(z.shape), model.z_tables).reshape(z.shape)
     for (keep, window), streams in zip(tiles, c.tiles):
         scales, means = _hyper_synthesis(model, z_values, keep, window, header.version)
         y_values = entropy.decode(streams.y, model.table_indexes(scales), model.y_tables)
-        y_hat[_slices(keep, scale=k)] = y_values.reshape(means.shape) + means
+        y_hat[grid.slices(keep, scale=k)] = y_values.reshape(means.shape) + means
         steps.advance()
     for keep, window in windows:
-        x, features = model.synthesise(y_hat[_slices(window)], header.quality)
+        x, features = model.synthesise(y_hat[grid.slices(window)], header.quality)
         if finish is not None:
             base = np.round(np.clip(x, 0, 1) * np.float32(255)) / np.float32(255)
             x = finish(features, base, window)
         # A hostile file can make y_hat huge and the pixels NaN: they decode as black, as they did in torch.
-        x_hat = np.clip(np.nan_to_num(x, nan=0.0), 0, 1)[_slices(keep, window, STRIDE * scale)]
+        x_hat = np.clip(np.nan_to_num(x, nan=0.0), 0, 1)[grid.slices(keep, window, STRIDE * scale)]
         top, left = keep[0] * STRIDE * scale, keep[1] * STRIDE * scale
         part = colour[top : top + x_hat.shape[1], left : left + x_hat.shape[2]]  # cut to the image
         part[...] = np.round(x_hat[:, : part.shape[0], : part.shape[1]] * np.float32(255)).astype(np.uint8).transpose(1, 2, 0)

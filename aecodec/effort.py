@@ -8,22 +8,33 @@ is a random soft mix of its floor and ceiling, which hardens as the temperature 
 rounds hard and codes through the exact integer h_s, and keeps whichever file, this one or g_a's,
 has the lower true cost.
 
-Needs torch (the `train` extra). The whole image is optimized at once, so its size is bounded.
+One coding tile is refined at a time, in the order they are coded, so memory is bounded by the tile.
+A tile's cost counts the pixels g_s makes from its y (the tile and `margin` y elements around it)
+and the bits of the y whose means and scales its z moves (`hyper_margin` z elements around it).
+Its neighbours stand as the decoder will see them, hard-rounded: refined before it, g_a's after it.
+What is left out, the pixels of a neighbour's y re-rounded against the means this z moves, costs
+little: on kodim07 in 256-pixel tiles effort 1 saves 4.5% of the true cost against 4.8% in one
+tile, and errs along the tile edges as much as the one-tile refinement does.
+
+Needs torch (the `train` extra). On a GPU, and on a CPU with bfloat16 units (AMX or AVX-512 BF16),
+g_s runs in bfloat16 (its last layer in float32), in channels-last layout: on our CPU a step on
+768x512 takes 0.21 s instead of 0.68 s, for the same true cost within 0.1% (kodim01 and kodim07).
 """
 
 from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
+from . import grid
 from .errors import AecError, require
+from .grid import Box
 
-STEPS = {0: 0, 1: 50, 2: 150, 3: 400}  # Adam steps of each effort level
-MAX_PIXELS = 1 << 21  # the optimization holds the whole image's activations for the gradient
-LEARNING_RATE = 0.02
+STEPS = {0: 0, 1: 50, 2: 150, 3: 400}  # Adam steps of each effort level (per coding tile)
+LEARNING_RATE = 0.04  # held for the first HOLD of the steps, then decayed linearly to 5% of it
 TEMPERATURE = 0.5  # held for the first HOLD of the steps, then decayed 20-fold
 HOLD = 0.3
 SEED = 0  # the Gumbel noise is seeded: the same input, effort and thread count give the same bytes
@@ -31,18 +42,29 @@ SEED = 0  # the Gumbel noise is seeded: the same input, effort and thread count 
 
 @lru_cache(maxsize=1)
 def _model():
+    import torch
+
     from .torch_weights import load_model
     from .weights import find_weights
 
-    return load_model(find_weights()).eval().requires_grad_(False)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(find_weights()).eval().requires_grad_(False).to(device)
+    model.g_s.to(memory_format=torch.channels_last)  # oneDNN's fast layout for the convolutions
+    return model
 
 
-def check_effort(effort: int, width: int, height: int) -> None:
+def _bfloat16(device) -> bool:
+    import torch
+
+    if device.type == "cuda":
+        return True
+    cpu = torch.cpu
+    return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
+def check_effort(effort: int) -> None:
     if effort not in STEPS:
         raise AecError(f"effort must be one of {', '.join(map(str, STEPS))}, got {effort!r}")
-    if effort and width * height > MAX_PIXELS:
-        raise AecError(f"effort {effort} optimizes the whole image at once and takes at most {MAX_PIXELS:,} pixels; "
-                       f"this one has {width * height:,}: use effort 0")
     if effort:
         require("train", f"effort {effort}", "torch", "compressai")
 
@@ -54,20 +76,45 @@ def lambda_of(lambdas: tuple[float, ...], quality: float) -> float:
     return math.exp((1 - (q - lo)) * math.log(lambdas[lo]) + (q - lo) * math.log(lambdas[lo + 1]))
 
 
-def refine(colour: np.ndarray, latent: np.ndarray, quality: float, steps: int,
+class _Region(NamedTuple):
+    """The boxes that refining one coding tile works on (in y elements, or z where named so)."""
+
+    keep_y: Box  # the y being refined
+    seen_y: Box  # the pixels g_s makes from them: the distortion counts over these
+    window_y: Box  # what g_s needs for those pixels
+    outer_z: Box  # the y (in z elements) whose means, so bits, this z moves, and the window's
+    outer_y: Box
+    context_z: Box  # what h_s needs for the outer means
+
+
+def _region(keep: Box, k: int, y_grid: tuple[int, int], z_grid: tuple[int, int], hyper_margin: int,
+            margin: int) -> _Region:
+    keep_y = grid.scaled(keep, k)
+    seen_y = grid.grow(keep_y, margin, *y_grid)
+    outer_z = grid.grow(keep, max(hyper_margin, -(-2 * margin // k)), *z_grid)  # one h_s gives both
+    return _Region(keep_y, seen_y, grid.grow(seen_y, margin, *y_grid), outer_z, grid.scaled(outer_z, k),
+                   grid.grow(outer_z, hyper_margin, *z_grid))
+
+
+def refine(colour: np.ndarray, latent: np.ndarray, quality: float, steps: int, tiles: list[Box],
+           hyper_margin: int, margin: int,
            progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """HxWx3 uint8 pixels and g_a's latent (M, rows, cols) before the gain -> (gained y, z), refined."""
+    """HxWx3 uint8 pixels and g_a's latent (M, rows, cols) before the gain -> (gained y, z), refined
+    tile by tile. `tiles` are the coding tiles in z elements, `hyper_margin` (z elements) covers h_s,
+    `margin` (y elements) covers g_s."""
     import torch
 
+    from .model import float32
+
     model = _model()
+    device = next(model.parameters()).device
+    half = _bfloat16(device)
     height, width = colour.shape[:2]
-    rows, cols = latent.shape[1:]
-    padded = np.pad(colour, ((0, rows * 16 - height), (0, cols * 16 - width), (0, 0)), mode="edge")
-    x = torch.from_numpy(padded.transpose(2, 0, 1).astype(np.float32) / np.float32(255))[None]
-    q = torch.tensor([quality])
-    gain, inv_gain = model.gains(q)
+    stride = 16  # pixels per y element
+    target = torch.from_numpy(colour.transpose(2, 0, 1).astype(np.float32) / np.float32(255)).to(device)
+    gain, inv_gain = (g.to(device) for g in model.gains(torch.tensor([quality])))
     weight = lambda_of(model.config.lambdas, quality) * 255**2
-    generator = torch.Generator().manual_seed(SEED)
+    generator = torch.Generator(device).manual_seed(SEED)
     eb, gc = model.entropy_bottleneck, model.gaussian_conditional
     medians = eb._get_medians().reshape(1, -1, 1, 1)
 
@@ -75,30 +122,63 @@ def refine(colour: np.ndarray, latent: np.ndarray, quality: float, steps: int,
         low = torch.floor(v)
         r = (v - low).clamp(1e-6, 1 - 1e-6)
         logits = torch.stack([-torch.atanh(r) / tau, -torch.atanh(1 - r) / tau], -1)
-        u = torch.rand(logits.shape, generator=generator).clamp_min(1e-9)
+        u = torch.rand(logits.shape, generator=generator, device=device).clamp_min(1e-9)
         return low + torch.softmax(logits - torch.log(-torch.log(u)), -1)[..., 1]
 
-    def cost(y: torch.Tensor, z: torch.Tensor, tau: float) -> torch.Tensor:
-        z_hat = soft_round(z - medians, tau) + medians
-        z_likelihood = eb.likelihood_lower_bound(eb._likelihood(z_hat.transpose(0, 1).reshape(z.shape[1], 1, -1))[0])
+    def entropy_parameters(z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scales, means = model.h_s(z_hat).chunk(2, 1)
-        y_hat = soft_round(y - means, tau) + means
-        y_likelihood = gc.likelihood_lower_bound(gc._likelihood(y_hat, gc.lower_bound_scale(scales), means))
-        bits = -(torch.log2(y_likelihood).sum() + torch.log2(z_likelihood).sum()) / (height * width)
-        x_hat = model.g_s(y_hat * inv_gain)[..., :height, :width]
-        return weight * (x_hat - x[..., :height, :width]).square().mean() + bits
+        return gc.lower_bound_scale(scales), means
+
+    def hard(v: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        return torch.round(v - offset) + offset
 
     with torch.no_grad():
-        y0 = torch.from_numpy(latent)[None] * gain
-        z0 = model.h_a(y0)
-    y, z = y0.clone().requires_grad_(True), z0.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([y, z], lr=LEARNING_RATE)
-    for step in range(steps):
-        tau = TEMPERATURE * math.exp(-3 * max(0.0, step / steps - HOLD) / (1 - HOLD))
-        loss = cost(y, z, tau)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if progress:
-            progress(step + 1, steps)
-    return y.detach()[0].numpy(), z.detach()[0].numpy()
+        y_all = torch.from_numpy(latent).to(device)[None] * gain
+        z_all = model.h_a(y_all)
+    rows, cols, z_rows, z_cols = *y_all.shape[2:], *z_all.shape[2:]
+    k = rows // z_rows  # y elements per z element
+
+    done = 0
+    # cuDNN's fastest algorithms are not deterministic: the same bytes every time on a GPU too
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
+        for keep in tiles:
+            r = _region(keep, k, (rows, cols), (z_rows, z_cols), hyper_margin, margin)
+            pixels = grid.scaled(r.seen_y, stride)
+            x = target[:, pixels[0]:min(pixels[2], height), pixels[1]:min(pixels[3], width)]
+            z_context, y_outer = hard(z_all[grid.slices(r.context_z)], medians), y_all[grid.slices(r.outer_y)]
+
+            def cost(y: torch.Tensor, z: torch.Tensor, tau: float) -> torch.Tensor:
+                z_hat = soft_round(z - medians, tau) + medians
+                z_likelihood = eb.likelihood_lower_bound(eb._likelihood(z_hat.transpose(0, 1).reshape(z.shape[1], 1, -1))[0])
+                z_ctx = z_context.clone()
+                z_ctx[grid.slices(keep, r.context_z)] = z_hat
+                scales, means = (p[grid.slices(r.outer_z, r.context_z, k)] for p in entropy_parameters(z_ctx))
+                y_hat = hard(y_outer, means)  # the neighbours: hard, against the means this z gives them
+                inner = grid.slices(r.keep_y, r.outer_y)
+                inner_means = means[inner]
+                y_hat[inner] = soft_round(y - inner_means, tau) + inner_means
+                y_likelihood = gc.likelihood_lower_bound(gc._likelihood(y_hat, scales, means))
+                bits = -(torch.log2(y_likelihood).sum() + torch.log2(z_likelihood).sum())
+                y_window = (y_hat[grid.slices(r.window_y, r.outer_y)] * inv_gain).contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=half):
+                    x_hat = float32(model.g_s[-1], model.g_s[:-1](y_window))
+                x_hat = x_hat[grid.slices(r.seen_y, r.window_y, stride)][..., :x.shape[1], :x.shape[2]]
+                # lambda * MSE over the pixels and channels + bits per pixel
+                return (weight * (x_hat[0] - x).square().sum() / 3 + bits) / (x.shape[1] * x.shape[2])
+
+            y = y_all[grid.slices(r.keep_y)].clone().requires_grad_(True)
+            z = z_all[grid.slices(keep)].clone().requires_grad_(True)
+            optimizer = torch.optim.Adam([y, z], lr=LEARNING_RATE)
+            for step in range(steps):
+                annealed = max(0.0, step / steps - HOLD) / (1 - HOLD)
+                optimizer.param_groups[0]["lr"] = LEARNING_RATE * (1 - 0.95 * annealed)
+                loss = cost(y, z, TEMPERATURE * math.exp(-3 * annealed))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                done += 1
+                if progress:
+                    progress(done, steps * len(tiles))
+            with torch.no_grad():
+                y_all[grid.slices(r.keep_y)], z_all[grid.slices(keep)] = y, z
+    return y_all[0].cpu().numpy(), z_all[0].cpu().numpy()

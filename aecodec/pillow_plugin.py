@@ -1,4 +1,4 @@
-"""Pillow plugin: `Image.open("x.aec")` and `img.save("x.aec", quality=5)` once aecodec is imported.
+"""Pillow plugin: `Image.open("x.aec")` and `img.save("x.aec", quality=5, effort=1)` once aecodec is imported.
 
 Opening reads only the header; the pixels are decoded on `load()`, and only then is ONNX Runtime imported.
 """
@@ -54,8 +54,9 @@ class AecDecoder(ImageFile.PyDecoder):
 def _save(im: Image.Image, fp, filename) -> None:
     from .codec import DEFAULT_QUALITY, compress
 
-    fp.write(compress(im, float(im.encoderinfo.get("quality", DEFAULT_QUALITY)),
-                      icc=im.encoderinfo.get("icc_profile"), exif=im.encoderinfo.get("exif")))
+    info = im.encoderinfo
+    fp.write(compress(im, float(info.get("quality", DEFAULT_QUALITY)), icc=info.get("icc_profile"),
+                      exif=info.get("exif"), effort=int(info.get("effort", 0))))
 
 
 def register() -> None:

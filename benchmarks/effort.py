@@ -1,6 +1,7 @@
 """Encoder effort on Kodak, real files: BD-rate of each effort level against effort 0 and JPEG 2000.
 
     python -m benchmarks.effort ../shared/data/kodak --out effort.json [--efforts 0,1,2,3] [--qualities 1,...,8]
+        [--images kodim01,kodim04,...]
 
 Every (image, quality, effort) is compressed with `aecodec.compress(..., effort=E)` and decoded with
 the ordinary decoder: bpp of the whole file, PSNR-RGB, and the encode's wall seconds on this machine.
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--efforts", default="0,1,2,3")
     ap.add_argument("--qualities", default="1,2,3,4,5,6,7,8")
+    ap.add_argument("--images", help="comma-separated names (without .png): a subset, in this order; default all")
     args = ap.parse_args(argv)
 
     import aecodec
@@ -75,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     qualities = [float(q) for q in args.qualities.split(",")]
     doc = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
     done = {(r["image"], r["quality"], r["effort"]) for r in doc["rows"]}
-    for path in sorted(args.image_dir.glob("*.png")):
+    paths = ([args.image_dir / f"{name}.png" for name in args.images.split(",")] if args.images
+             else sorted(args.image_dir.glob("*.png")))
+    for path in paths:
         img = np.asarray(Image.open(path).convert("RGB"))
         for q in qualities:
             for e in efforts:

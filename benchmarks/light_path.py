@@ -69,16 +69,16 @@ for job in jobs:
 
 def light_symbols(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     """The z and y symbols of a file as the light decoder reads them."""
-    from aecodec import codec, container, entropy
+    from aecodec import codec, container, entropy, grid
 
     c = container.parse(data)
     _, model = codec.coding_model()
     rows, cols = codec._latent_size(c.header.width, c.header.height)
     k = model.Z_PER_Y
-    tiles = codec._windows(rows // k, cols // k, c.header.tile // container.TILE_ALIGN, codec.HYPER_MARGIN)
+    tiles = grid.windows(rows // k, cols // k, c.header.tile // container.TILE_ALIGN, codec.HYPER_MARGIN)
     z_values = np.empty((model.N, rows // k, cols // k), dtype=np.int64)
     for (keep, _), s in zip(tiles, c.tiles):
-        z = z_values[codec._slices(keep)]
+        z = z_values[grid.slices(keep)]
         z[...] = entropy.decode(s.z, codec._z_indexes(z.shape), model.z_tables).reshape(z.shape)
     ys = []
     for (keep, window), s in zip(tiles, c.tiles):

@@ -32,8 +32,11 @@ def test_effort_files_decode_with_the_ordinary_decoder_and_never_cost_more(photo
     assert tuned != plain  # on this image the refined latents win: the effort is at work
 
 
-def test_effort_gives_the_same_bytes_every_time(photo):
-    assert aecodec.compress(photo, 4, effort=1) == aecodec.compress(photo, 4, effort=1)
+def test_effort_gives_the_same_bytes_every_time_and_through_pillow(photo, tmp_path):
+    data = aecodec.compress(photo, 4, effort=1)
+    assert aecodec.compress(photo, 4, effort=1) == data
+    Image.fromarray(photo).save(tmp_path / "x.aec", quality=4, effort=1)
+    assert (tmp_path / "x.aec").read_bytes() == data
 
 
 def test_effort_counts_its_steps_and_refuses_what_it_cannot_do(photo):
@@ -44,9 +47,24 @@ def test_effort_counts_its_steps_and_refuses_what_it_cannot_do(photo):
         aecodec.compress(photo, 4, effort=7)
     with pytest.raises(aecodec.AecError, match="does not go with denoise"):
         aecodec.compress(photo, 4, effort=1, denoise=10)
-    big = np.zeros((1500, 1500, 3), np.uint8)
-    with pytest.raises(aecodec.AecError, match="at most"):
-        aecodec.compress(big, 4, effort=1)
+
+
+def test_effort_refines_tile_by_tile_and_leaves_no_seam(photo):
+    """64-pixel coding tiles cut the photo in four. Refined one at a time, each with its neighbours
+    in view, they err along the cuts as much as the photo refined whole does; refined blind to their
+    neighbours (no margins), the cuts would show: 3x the error there."""
+    band = np.zeros(photo.shape[:2], bool)
+    band[:, 56:72] = band[56:72, :] = True
+
+    def seam(data: bytes) -> float:
+        error = ((np.asarray(aecodec.decompress(data), dtype=np.float64) - photo) ** 2).mean(axis=2)
+        return error[band].mean() / error[~band].mean()
+
+    calls = []
+    tiled = aecodec.compress(photo, 3, effort=1, tile=64, progress=lambda done, total: calls.append((done, total)))
+    assert (4 * effort.STEPS[1], 4 * effort.STEPS[1]) in calls
+    assert true_cost(photo, tiled) < true_cost(photo, aecodec.compress(photo, 3, tile=64))
+    assert seam(tiled) < 1.05 * seam(aecodec.compress(photo, 3, effort=1))
 
 
 @pytest.mark.slow
