@@ -24,8 +24,9 @@ g_s runs in bfloat16 (its last layer in float32), in channels-last layout: on ou
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -72,7 +73,7 @@ def check_effort(effort: int) -> None:
 def lambda_of(lambdas: tuple[float, ...], quality: float) -> float:
     """The rate-distortion weight of a real quality, interpolated in log space like the gains."""
     q = min(max(quality, 1.0), len(lambdas)) - 1
-    lo = min(int(math.floor(q)), len(lambdas) - 2)
+    lo = min(math.floor(q), len(lambdas) - 2)
     return math.exp((1 - (q - lo)) * math.log(lambdas[lo]) + (q - lo) * math.log(lambdas[lo + 1]))
 
 
@@ -104,81 +105,106 @@ def refine(colour: np.ndarray, latent: np.ndarray, quality: float, steps: int, t
     `margin` (y elements) covers g_s."""
     import torch
 
-    from .model import float32
-
-    model = _model()
-    device = next(model.parameters()).device
-    half = _bfloat16(device)
-    height, width = colour.shape[:2]
-    stride = 16  # pixels per y element
-    target = torch.from_numpy(colour.transpose(2, 0, 1).astype(np.float32) / np.float32(255)).to(device)
-    gain, inv_gain = (g.to(device) for g in model.gains(torch.tensor([quality])))
-    weight = lambda_of(model.config.lambdas, quality) * 255**2
-    generator = torch.Generator(device).manual_seed(SEED)
-    eb, gc = model.entropy_bottleneck, model.gaussian_conditional
-    medians = eb._get_medians().reshape(1, -1, 1, 1)
-
-    def soft_round(v: torch.Tensor, tau: float) -> torch.Tensor:
-        low = torch.floor(v)
-        r = (v - low).clamp(1e-6, 1 - 1e-6)
-        logits = torch.stack([-torch.atanh(r) / tau, -torch.atanh(1 - r) / tau], -1)
-        u = torch.rand(logits.shape, generator=generator, device=device).clamp_min(1e-9)
-        return low + torch.softmax(logits - torch.log(-torch.log(u)), -1)[..., 1]
-
-    def entropy_parameters(z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scales, means = model.h_s(z_hat).chunk(2, 1)
-        return gc.lower_bound_scale(scales), means
-
-    def hard(v: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-        return torch.round(v - offset) + offset
-
-    with torch.no_grad():
-        y_all = torch.from_numpy(latent).to(device)[None] * gain
-        z_all = model.h_a(y_all)
-    rows, cols, z_rows, z_cols = *y_all.shape[2:], *z_all.shape[2:]
-    k = rows // z_rows  # y elements per z element
-
+    refiner = _Refiner(colour, latent, quality)
     done = 0
     # cuDNN's fastest algorithms are not deterministic: the same bytes every time on a GPU too
     with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
         for keep in tiles:
-            r = _region(keep, k, (rows, cols), (z_rows, z_cols), hyper_margin, margin)
-            pixels = grid.scaled(r.seen_y, stride)
-            x = target[:, pixels[0]:min(pixels[2], height), pixels[1]:min(pixels[3], width)]
-            z_context, y_outer = hard(z_all[grid.slices(r.context_z)], medians), y_all[grid.slices(r.outer_y)]
-
-            def cost(y: torch.Tensor, z: torch.Tensor, tau: float) -> torch.Tensor:
-                z_hat = soft_round(z - medians, tau) + medians
-                z_likelihood = eb.likelihood_lower_bound(eb._likelihood(z_hat.transpose(0, 1).reshape(z.shape[1], 1, -1))[0])
-                z_ctx = z_context.clone()
-                z_ctx[grid.slices(keep, r.context_z)] = z_hat
-                scales, means = (p[grid.slices(r.outer_z, r.context_z, k)] for p in entropy_parameters(z_ctx))
-                y_hat = hard(y_outer, means)  # the neighbours: hard, against the means this z gives them
-                inner = grid.slices(r.keep_y, r.outer_y)
-                inner_means = means[inner]
-                y_hat[inner] = soft_round(y - inner_means, tau) + inner_means
-                y_likelihood = gc.likelihood_lower_bound(gc._likelihood(y_hat, scales, means))
-                bits = -(torch.log2(y_likelihood).sum() + torch.log2(z_likelihood).sum())
-                y_window = (y_hat[grid.slices(r.window_y, r.outer_y)] * inv_gain).contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=half):
-                    x_hat = float32(model.g_s[-1], model.g_s[:-1](y_window))
-                x_hat = x_hat[grid.slices(r.seen_y, r.window_y, stride)][..., :x.shape[1], :x.shape[2]]
-                # lambda * MSE over the pixels and channels + bits per pixel
-                return (weight * (x_hat[0] - x).square().sum() / 3 + bits) / (x.shape[1] * x.shape[2])
-
-            y = y_all[grid.slices(r.keep_y)].clone().requires_grad_(True)
-            z = z_all[grid.slices(keep)].clone().requires_grad_(True)
-            optimizer = torch.optim.Adam([y, z], lr=LEARNING_RATE)
+            optimizer = refiner.start(keep, hyper_margin, margin)
             for step in range(steps):
                 annealed = max(0.0, step / steps - HOLD) / (1 - HOLD)
                 optimizer.param_groups[0]["lr"] = LEARNING_RATE * (1 - 0.95 * annealed)
-                loss = cost(y, z, TEMPERATURE * math.exp(-3 * annealed))
+                loss = refiner.cost(TEMPERATURE * math.exp(-3 * annealed))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 done += 1
                 if progress:
                     progress(done, steps * len(tiles))
-            with torch.no_grad():
-                y_all[grid.slices(r.keep_y)], z_all[grid.slices(keep)] = y, z
-    return y_all[0].cpu().numpy(), z_all[0].cpu().numpy()
+            refiner.finish()
+    return refiner.y_all[0].cpu().numpy(), refiner.z_all[0].cpu().numpy()
+
+
+class _Refiner:
+    """The latents of one image, and the true cost of one tile's as they are refined."""
+
+    stride = 16  # pixels per y element
+
+    def __init__(self, colour: np.ndarray, latent: np.ndarray, quality: float):
+        import torch
+
+        self.model = model = _model()
+        self.device = next(model.parameters()).device
+        self.half = _bfloat16(self.device)
+        self.target = torch.from_numpy(colour.transpose(2, 0, 1).astype(np.float32) / np.float32(255)).to(self.device)
+        gain, self.inv_gain = (g.to(self.device) for g in model.gains(torch.tensor([quality])))
+        self.weight = lambda_of(model.config.lambdas, quality) * 255**2
+        self.generator = torch.Generator(self.device).manual_seed(SEED)
+        self.medians = model.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
+        with torch.no_grad():
+            self.y_all = torch.from_numpy(latent).to(self.device)[None] * gain
+            self.z_all = model.h_a(self.y_all)
+        self.k = self.y_all.shape[2] // self.z_all.shape[2]  # y elements per z element
+
+    def start(self, keep: Box, hyper_margin: int, margin: int):
+        """Begin on the tile `keep` (z elements): its y and z become the parameters of an optimizer."""
+        import torch
+
+        self.keep = keep
+        self.r = r = _region(keep, self.k, self.y_all.shape[2:], self.z_all.shape[2:], hyper_margin, margin)
+        pixels = grid.scaled(r.seen_y, self.stride)
+        self.x = self.target[:, pixels[0]:pixels[2], pixels[1]:pixels[3]]  # cut to the image
+        self.z_context = self._hard(self.z_all[grid.slices(r.context_z)], self.medians)
+        self.y_outer = self.y_all[grid.slices(r.outer_y)]
+        self.y = self.y_all[grid.slices(r.keep_y)].clone().requires_grad_(True)
+        self.z = self.z_all[grid.slices(keep)].clone().requires_grad_(True)
+        return torch.optim.Adam([self.y, self.z], lr=LEARNING_RATE)
+
+    def finish(self) -> None:
+        """The tile's refined latents into the image's: its neighbours see them from now on."""
+        import torch
+
+        with torch.no_grad():
+            self.y_all[grid.slices(self.r.keep_y)], self.z_all[grid.slices(self.keep)] = self.y, self.z
+
+    def cost(self, tau: float):
+        """lambda * MSE over the pixels and channels + bits per pixel, at temperature `tau`."""
+        import torch
+
+        from .model import float32
+
+        model, r, k, x = self.model, self.r, self.k, self.x
+        eb, gc = model.entropy_bottleneck, model.gaussian_conditional
+        z_hat = self._soft_round(self.z - self.medians, tau) + self.medians
+        z_likelihood = eb.likelihood_lower_bound(eb._likelihood(z_hat.transpose(0, 1).reshape(z_hat.shape[1], 1, -1))[0])
+        z_context = self.z_context.clone()
+        z_context[grid.slices(self.keep, r.context_z)] = z_hat
+        scales, means = model.h_s(z_context).chunk(2, 1)
+        scales, means = (p[grid.slices(r.outer_z, r.context_z, k)] for p in (gc.lower_bound_scale(scales), means))
+        y_hat = self._hard(self.y_outer, means)  # the neighbours: hard, against the means this z gives them
+        inner = grid.slices(r.keep_y, r.outer_y)
+        inner_means = means[inner]
+        y_hat[inner] = self._soft_round(self.y - inner_means, tau) + inner_means
+        y_likelihood = gc.likelihood_lower_bound(gc._likelihood(y_hat, scales, means))
+        bits = -(torch.log2(y_likelihood).sum() + torch.log2(z_likelihood).sum())
+        y_window = (y_hat[grid.slices(r.window_y, r.outer_y)] * self.inv_gain).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.half):
+            x_hat = float32(model.g_s[-1], model.g_s[:-1](y_window))
+        x_hat = x_hat[grid.slices(r.seen_y, r.window_y, self.stride)][..., :x.shape[1], :x.shape[2]]
+        return (self.weight * (x_hat[0] - x).square().sum() / 3 + bits) / (x.shape[1] * x.shape[2])
+
+    def _soft_round(self, v, tau: float):
+        """Floor or ceiling of each value, a random soft mix of the two that hardens as tau falls."""
+        import torch
+
+        low = torch.floor(v)
+        r = (v - low).clamp(1e-6, 1 - 1e-6)
+        logits = torch.stack([-torch.atanh(r) / tau, -torch.atanh(1 - r) / tau], -1)
+        u = torch.rand(logits.shape, generator=self.generator, device=self.device).clamp_min(1e-9)
+        return low + torch.softmax(logits - torch.log(-torch.log(u)), -1)[..., 1]
+
+    @staticmethod
+    def _hard(v, offset):
+        import torch
+
+        return torch.round(v - offset) + offset
