@@ -351,8 +351,8 @@ def _with_batch_options(f):
               help="A --bpp, --size or --psnr target that no quality meets is an error (exit 1, nothing written).")
 @click.option("--denoise", is_flag=True, help="Remove noise before coding: bits go to the image, not to its noise.")
 @click.option("--effort", type=click.IntRange(0, 3), default=0, show_default=True,
-              help="Encoder effort: 1, 2, 3 refine the latents for each image (50, 150, 400 steps; needs aecodec[train]) "
-                   "for fewer bits at the same quality; about 0.75 s a step for 768x512 on 2 cores.")
+              help="Encoder effort: 1, 2, 3 refine the latents of each coding tile (50, 150, 400 steps; needs "
+                   "aecodec[train]) for fewer bits at the same quality; a 768x512 image takes about 13, 40, 105 s on 2 cores.")
 @_sigma_option
 @_with_batch_options
 def compress(sources: tuple[Path, ...], out: Path | None, quality: float, bpp: float | None, size: int | None,
