@@ -5,10 +5,10 @@
 
 Every (image, quality, effort) is compressed with `aecodec.compress(..., effort=E)` and decoded with
 the ordinary decoder: bpp of the whole file, PSNR-RGB, and the encode's wall seconds on this machine.
-The file is rewritten after each row, and a rerun skips the rows it holds. The summary gives, per
-effort, the mean curve, its BD-rate (PSNR) against effort 0 and against the recorded JPEG 2000 curve
-of the same images (benchmarks/results/kodak/kodak-jpeg2000.json), and the mean and largest encode
-seconds.
+The file is rewritten after each row, and a rerun skips the rows it holds (and rewrites the summary).
+The summary gives, per effort, over the images and qualities it shares with effort 0: the mean curve,
+its BD-rate (PSNR) against effort 0's and against the recorded JPEG 2000 curve of the same images
+(benchmarks/results/kodak/kodak-jpeg2000.json), and the median, mean and largest encode seconds.
 """
 
 from __future__ import annotations
@@ -37,27 +37,33 @@ def _jpeg2000_curve(images: set[str]) -> list[tuple[float, float]] | None:
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Per effort: the mean curve over the images that every effort has, BD-rates, seconds."""
-    efforts = sorted({r["effort"] for r in rows})
-    keys = [{(r["image"], r["quality"]) for r in rows if r["effort"] == e} for e in efforts]
-    common = set.intersection(*keys) if keys else set()
-    qualities = sorted({q for _, q in common})
+    """Per effort, over the images it shares with effort 0 at every quality: the mean curves of both,
+    the BD-rates, the encode seconds."""
+    def pairs(effort: int) -> set[tuple[str, float]]:
+        return {(r["image"], r["quality"]) for r in rows if r["effort"] == effort}
 
-    def curve(effort: int) -> list[tuple[float, float]]:
+    def curve(effort: int, common: set, qualities: list[float]) -> list[tuple[float, float]]:
         sel = [r for r in rows if r["effort"] == effort and (r["image"], r["quality"]) in common]
         return [(float(np.mean([r["bpp"] for r in sel if r["quality"] == q])),
                  float(np.mean([r["psnr"] for r in sel if r["quality"] == q]))) for q in qualities]
 
-    images = {i for i, _ in common}
-    anchor = _jpeg2000_curve(images) if JPEG2000.exists() else None
-    out = {"images": len(images), "qualities": qualities, "efforts": {}}
-    for e in efforts:
+    out: dict = {"efforts": {}}
+    for e in sorted({r["effort"] for r in rows}):
+        shared = pairs(e) & pairs(0)
+        qualities = sorted({q for _, q in shared})
+        images = {i for i, _ in shared if all((i, q) in shared for q in qualities)}  # each at every quality
+        common = {(i, q) for i in images for q in qualities}
+        if not common:
+            continue
         seconds = [r["seconds"] for r in rows if r["effort"] == e and (r["image"], r["quality"]) in common]
-        entry = {"curve": curve(e), "encode_seconds_mean": float(np.mean(seconds)),
+        entry = {"images": sorted(images), "qualities": qualities, "curve": curve(e, common, qualities),
+                 "encode_seconds_median": float(np.median(seconds)), "encode_seconds_mean": float(np.mean(seconds)),
                  "encode_seconds_max": float(np.max(seconds))}
         if len(qualities) >= 2:
-            entry["bd_rate_vs_effort_0"] = bd_rate(curve(efforts[0]), curve(e)) if efforts[0] == 0 else None
-            entry["bd_rate_vs_jpeg2000"] = bd_rate(anchor, curve(e)) if anchor else None
+            anchor = _jpeg2000_curve(images) if JPEG2000.exists() else None
+            entry["bd_rate_vs_effort_0"] = bd_rate(curve(0, common, qualities), entry["curve"])
+            entry["bd_rate_vs_jpeg2000"] = bd_rate(anchor, entry["curve"]) if anchor else None
+            entry["effort_0_bd_rate_vs_jpeg2000"] = bd_rate(anchor, curve(0, common, qualities)) if anchor else None
         out["efforts"][str(e)] = entry
     return out
 
