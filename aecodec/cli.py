@@ -188,11 +188,18 @@ def _output_format(job: Job) -> str:
     return fmt
 
 
+# zlib level of the PNGs written: 1 deflates a 768x512 photo 3.8 times faster than Pillow's default
+# 6, for files 1.8% larger (Kodak, measured in benchmarks/speed.py).
+PNG_LEVEL = 1
+
+
 def _save_image(job: Job, image, fmt: str) -> None:
     if fmt == "JPEG" and image.mode in ("LA", "RGBA"):
         raise JobError(f"{job.src} has an alpha channel, which JPEG cannot store; write .png or .webp")
-    metadata = {k: image.info[k] for k in _METADATA_BY_FORMAT.get(fmt, ()) if k in image.info}
-    _write(job.out, lambda tmp: image.save(tmp, format=fmt, **metadata))
+    options = {k: image.info[k] for k in _METADATA_BY_FORMAT.get(fmt, ()) if k in image.info}
+    if fmt == "PNG":
+        options["compress_level"] = PNG_LEVEL
+    _write(job.out, lambda tmp: image.save(tmp, format=fmt, **options))
 
 
 def _decompress_job(job: Job, scale: int, force: bool, progress: bool) -> dict:

@@ -7,8 +7,9 @@ only: no torch here.
 Two grids cut the image, and neither leaves a trace in the pixels. Coding tiles (the header's `tile`)
 have their own z and y streams; h_a and h_s see HYPER_MARGIN z elements beyond each tile, so a tile's
 y stream needs its neighbours' z (all z streams are decoded first). Windows bound the memory of the
-transforms: g_a and g_s run on WINDOW pixels a side plus MARGIN pixels of the neighbouring image
-around them, of which only the middle is kept.
+transforms: g_a and g_s run on windows of at most WINDOW_PIXELS pixels, each a kept part and MARGIN
+pixels of the neighbouring image around it, shaped to the image so that as few pixels as possible
+are computed twice (a 768x512 image is one window).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .noise import noise_sigma
 
 DEFAULT_QUALITY = 4.0
 DEFAULT_TILE = 1024  # pixels a side of a coding tile
-WINDOW = 512  # pixels a side of the part of each transform window that is kept (format version 2)
+WINDOW_PIXELS = 512 * 512  # pixels of one transform window with its margin: memory follows it (about 0.6 kB a pixel)
 MARGIN = 32  # pixels of context on each side of a window (format version 2): covers the receptive
 # fields of g_a (+-30 px) and of g_s, so windows give the pixels that one window over the image gives
 STRIDE = 16  # pixels per latent element
@@ -167,7 +168,7 @@ def analyse(image, tile: int, progress: Progress | None, icc: bytes | None, exif
         denoising = head("denoising")
         margin = denoising.margin("analysis")
         transform = lambda x: denoising.run("analysis", x=x, sigma=sigma)  # noqa: E731
-    windows = grid.windows(rows, cols, WINDOW // STRIDE, margin // STRIDE)
+    windows = grid.fitted_windows(rows, cols, WINDOW_PIXELS // STRIDE**2, margin // STRIDE)
     steps = Steps(progress, len(windows))
     for keep, window in windows:
         y = transform(window_pixels(colour, window))
@@ -323,7 +324,8 @@ def decode(data: bytes, progress: Progress | None, finish: Finish | None = None,
         windows = [tuple(grid.scaled(box, k) for box in pair) for pair in tiles]
     else:
         tiles = grid.windows(rows // k, cols // k, header.tile // TILE_ALIGN, HYPER_MARGIN)
-        windows = grid.windows(rows, cols, WINDOW // STRIDE, (margin or MARGIN) // STRIDE)
+        # a head's window makes scale^2 times the pixels: its budget is that much smaller
+        windows = grid.fitted_windows(rows, cols, WINDOW_PIXELS // (STRIDE * scale) ** 2, (margin or MARGIN) // STRIDE)
     steps = Steps(progress, len(tiles) + len(windows))
     z_values = np.empty((model.N, rows // k, cols // k), dtype=np.int64)
     y_hat = np.empty((model.M, rows, cols), dtype=np.float32)

@@ -6,10 +6,12 @@ from __future__ import annotations
 Box = tuple[int, int, int, int]  # top, left, bottom, right, in elements of the latent y (or of z)
 
 
-def boxes(rows: int, cols: int, side: int) -> list[Box]:
-    """A grid of boxes `side` elements a side over a rows x cols grid, row-major."""
-    return [(top, left, min(top + side, rows), min(left + side, cols))
-            for top in range(0, rows, side) for left in range(0, cols, side)]
+def boxes(rows: int, cols: int, side: int, side_cols: int | None = None) -> list[Box]:
+    """A grid of boxes `side` elements a side (`side` x `side_cols` if given) over a rows x cols grid,
+    row-major."""
+    across = side if side_cols is None else side_cols
+    return [(top, left, min(top + side, rows), min(left + across, cols))
+            for top in range(0, rows, side) for left in range(0, cols, across)]
 
 
 def grow(box: Box, margin: int, rows: int, cols: int) -> Box:
@@ -20,6 +22,31 @@ def grow(box: Box, margin: int, rows: int, cols: int) -> Box:
 def windows(rows: int, cols: int, side: int, margin: int) -> list[tuple[Box, Box]]:
     """(kept box, window box) pairs: each kept box with `margin` elements around it, within the grid."""
     return [(box, grow(box, margin, rows, cols)) for box in boxes(rows, cols, side)]
+
+
+def _spans(n: int, side: int, margin: int) -> int:
+    """Elements of a line of n cut into spans of `side`, each with `margin` around it, counted together."""
+    return sum(min(start + side + margin, n) - max(start - margin, 0) for start in range(0, n, side))
+
+
+def fitted_windows(rows: int, cols: int, budget: int, margin: int) -> list[tuple[Box, Box]]:
+    """(kept box, window box) pairs over a rows x cols grid, each window (kept box and margin) at most
+    `budget` elements, computing as few elements in all as any grid of equal kept boxes can: one
+    window when the whole grid fits, full-width strips when those cost least, else a grid of cells."""
+    if rows * cols <= budget:
+        return [((0, 0, rows, cols), (0, 0, rows, cols))]
+    best, widths = None, sorted({-(-cols // across) for across in range(1, cols + 1)}, reverse=True)
+    for width in widths:  # kept columns a window
+        height = budget // min(width + 2 * margin, cols) - 2 * margin  # kept rows a window may have
+        if height < 1:
+            continue
+        height = -(-rows // -(-rows // height))  # the same number of strips, evened out
+        cost = _spans(rows, height, margin) * _spans(cols, width, margin)  # a grid: rows times columns
+        if best is None or cost < best[0]:
+            best = cost, height, width
+    if best is None:
+        raise ValueError(f"a window of {budget} elements cannot hold a margin of {margin}")
+    return [(box, grow(box, margin, rows, cols)) for box in boxes(rows, cols, best[1], best[2])]
 
 
 def scaled(box: Box, factor: int) -> Box:

@@ -37,7 +37,7 @@ SLOPE = 0.01
 
 # A transposed 5x5 convolution with stride 2 (padding 2, output padding 1) is a 3x3 convolution with
 # 4 outputs per channel and a pixel shuffle: output 2i + a sums input i + e (e in -1, 0, 1) times kernel
-# tap a + 2 - 2e; tap 5 is a zero appended to the kernel.
+# tap a + 2 - 2e; tap 5 would lie beyond the kernel (a zero).
 _TAPS = np.array([[4, 2, 0], [5, 3, 1]])
 
 
@@ -45,29 +45,34 @@ def subpixel(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """A transposed 5x5 stride-2 convolution's (in, out, 5, 5) weight and bias -> the (4*out, in, 3, 3)
     weight and bias of its 3x3 form (channel 4c + 2a + b is output c at row phase a, column phase b)."""
     c_in, c_out = weight.shape[:2]
-    w = np.pad(weight, ((0, 0), (0, 0), (0, 1), (0, 1)))[:, :, _TAPS][:, :, :, :, _TAPS]
-    return w.transpose(1, 2, 4, 0, 3, 5).reshape(4 * c_out, c_in, 3, 3), np.repeat(bias, 4)
+    out = np.zeros((c_out, 2, 2, c_in, 3, 3), dtype=weight.dtype)
+    for (a, i), t in np.ndenumerate(_TAPS):
+        for (b, j), u in np.ndenumerate(_TAPS):
+            if t < 5 and u < 5:  # tap 5 is the zero beyond the kernel
+                out[:, a, b, :, i, j] = weight[:, :, t, u].T
+    return out.reshape(4 * c_out, c_in, 3, 3), np.repeat(bias, 4)
 
 
 def taps(weight: np.ndarray) -> np.ndarray:
     """A (out, in, 3, 3) weight as nine contiguous (out, in) matrices, the form `conv3x3` takes (BLAS
-    needs contiguous operands)."""
-    return np.ascontiguousarray(weight.transpose(2, 3, 0, 1).reshape(9, *weight.shape[:2]))
+    needs contiguous operands), in float32: every weight here is a float32 value (the trained ones, or
+    integers below 2^15), so half the memory of float64 loses nothing."""
+    return np.ascontiguousarray(weight.transpose(2, 3, 0, 1).reshape(9, *weight.shape[:2]), dtype=np.float32)
 
 
 MatMul = Callable[[np.ndarray, np.ndarray], np.ndarray]  # float64 a @ b: numpy's, or ONNX Runtime's (runtime)
 
 
 def conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, matmul: MatMul = np.matmul) -> np.ndarray:
-    """(C, H, W) -> (C_out, H, W): a 3x3 convolution with zero padding, as nine matrix products;
-    `weight` as `taps` gives it."""
+    """(C, H, W) -> (C_out, H, W): a 3x3 convolution with zero padding, as nine matrix products in the
+    dtype of `x`; `weight` as `taps` gives it (widened one tap at a time)."""
     c, h, w = x.shape
     padded = np.zeros((c, h + 2, w + 2), dtype=x.dtype)
     padded[:, 1:-1, 1:-1] = x
     out = np.broadcast_to(bias[:, None], (len(bias), h * w)).copy()
     for k in range(9):
         i, j = divmod(k, 3)
-        out += matmul(weight[k], padded[:, i : i + h, j : j + w].reshape(c, -1))
+        out += matmul(weight[k].astype(x.dtype), padded[:, i : i + h, j : j + w].reshape(c, -1))
     return out.reshape(-1, h, w)
 
 
@@ -78,7 +83,8 @@ def pixel_shuffle(x: np.ndarray) -> np.ndarray:
 
 
 def _layers(state: dict[str, np.ndarray], prefix: str = "h_s") -> list[tuple[np.ndarray, np.ndarray, bool]]:
-    return [(state[f"{prefix}.{i}.weight"].astype(np.float64), state[f"{prefix}.{i}.bias"].astype(np.float64), t)
+    """(weight as stored, float32; bias, float64; transposed) of each convolution."""
+    return [(state[f"{prefix}.{i}.weight"].astype(np.float32), state[f"{prefix}.{i}.bias"].astype(np.float64), t)
             for i, t in H_S_LAYERS]
 
 
@@ -107,10 +113,11 @@ class IntegerHyperSynthesis:
             exps = [WEIGHT_BITS - math.frexp(float(m))[1] if m > 0 else 0 for m in peak]
             shape = [1] * w.ndim
             shape[out_dim] = -1
-            weight = np.round(w * np.array([math.ldexp(1.0, e) for e in exps]).reshape(shape))
+            # exact in float32: a power of two times a float32, rounded to an integer below 2^15
+            weight = np.round(w * np.array([math.ldexp(1.0, e) for e in exps], np.float32).reshape(shape))
             bias = np.round(b * np.array([math.ldexp(1.0, e + ACT_BITS) for e in exps]))
             to_real = np.array([math.ldexp(1.0, -e - ACT_BITS) for e in exps])
-            per_output = np.abs(weight).swapaxes(0, out_dim).reshape(weight.shape[out_dim], -1).sum(axis=1)
+            per_output = np.abs(weight).swapaxes(0, out_dim).reshape(weight.shape[out_dim], -1).sum(axis=1, dtype=np.float64)
             if float((per_output * ACT_LIMIT + np.abs(bias)).max()) >= _EXACT:
                 raise ValueError(f"h_s layer {i}: integer sums could reach 2^53; the weights are out of range")
             if transposed:  # the scales stay per output channel: the pixel shuffle only moves values

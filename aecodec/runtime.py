@@ -43,6 +43,9 @@ class Graph:
         options.inter_op_num_threads = 1
         # No busy-waiting between runs: numpy's BLAS (the integer h_s) runs next on the same cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # The memory pattern keeps one plan of buffers per input shape: a third more peak memory for g_s
+        # at no gain in speed (measured on 768x512).
+        options.enable_mem_pattern = False
         # ONNX Runtime reads these arrays in place: they must outlive the session.
         self._values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(tensors[n])) for n in weights]
         options.add_external_initializers(list(weights), self._values)
@@ -77,12 +80,24 @@ class MatMul64:
         return self._graph.run(a=np.ascontiguousarray(a), b=np.ascontiguousarray(b))[0]
 
 
-def _tensors(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Every tensor of a safetensors file as numpy, and its metadata."""
-    from safetensors import safe_open
+_DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64, "I16": np.int16,
+           "U8": np.uint8, "I8": np.int8}
 
-    with safe_open(str(path), framework="numpy") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+
+def _tensors(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Every tensor of a safetensors file as a read-only numpy view of the mapped file, and its
+    metadata: a tensor costs memory only once read, so a decoder never holds g_a's weights."""
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    size = int(raw[:8].view("<u8")[0])
+    header = json.loads(raw[8 : 8 + size].tobytes())
+    metadata = header.pop("__metadata__", None) or {}
+    base = 8 + size
+    tensors = {}
+    for name, entry in header.items():
+        start, end = entry["data_offsets"]
+        dtype = np.dtype(_DTYPES[entry["dtype"]]).newbyteorder("<")
+        tensors[name] = raw[base + start : base + end].view(dtype).reshape(entry["shape"])
+    return tensors, metadata
 
 
 def _cdf_tables(state: dict[str, np.ndarray], model: str) -> entropy.CdfTables:

@@ -103,12 +103,12 @@ def test_windows_overlap_so_they_leave_no_seams(monkeypatch):
     """The margin covers the receptive field: 64 px windows decode exactly like one window; less margin does not."""
     img = synthetic_image(192, 256, seed=4)
     data = aecodec.compress(img, quality=6)
-    whole = np.asarray(aecodec.decompress(data))  # one window: 192x256 < WINDOW
-    monkeypatch.setattr(codec, "WINDOW", 64)
+    whole = np.asarray(aecodec.decompress(data))  # one window: 192x256 < WINDOW_PIXELS
+    monkeypatch.setattr(codec, "WINDOW_PIXELS", 128 * 128)
     assert np.array_equal(whole, np.asarray(aecodec.decompress(data)))
     assert aecodec.compress(img, quality=6) == data  # the analysis windows too
     monkeypatch.setattr(codec, "MARGIN", codec.MARGIN // 2)
-    assert psnr(whole, np.asarray(aecodec.decompress(data))) < 45
+    assert psnr(whole, np.asarray(aecodec.decompress(data))) < 48  # seams: one window gives infinity
 
 
 def test_coding_tiles_leave_no_trace_in_the_pixels(monkeypatch):

@@ -59,7 +59,7 @@ def test_scale_2_keeps_mode_and_alpha(photo):
 def test_scale_2_windows_leave_no_trace(monkeypatch):
     data = codec.compress(Image.fromarray(synthetic_image(150, 200, seed=3)), 7)
     whole = np.asarray(codec.decompress(data, scale=2))
-    monkeypatch.setattr(codec, "WINDOW", 64)
+    monkeypatch.setattr(codec, "WINDOW_PIXELS", 256 * 256)  # 64 latent elements at scale 2: several windows
     assert np.array_equal(np.asarray(codec.decompress(data, scale=2)), whole)
 
 
@@ -97,14 +97,14 @@ def test_compress_denoise_spends_fewer_bits_and_decodes_with_the_plain_decoder(h
 def test_denoise_analysis_windows_leave_no_trace(monkeypatch):
     image = Image.fromarray(noisy(synthetic_image(150, 200, seed=4), 20))
     whole = codec.compress(image, 5, denoise=20)
-    monkeypatch.setattr(codec, "WINDOW", 64)
+    monkeypatch.setattr(codec, "WINDOW_PIXELS", 160 * 160)  # room for the analysis margin of 64 px
     assert codec.compress(image, 5, denoise=20) == whole
 
 
 def test_denoise_windows_leave_no_trace(monkeypatch):
     image = Image.fromarray(noisy(synthetic_image(150, 200, seed=5), 25))
     whole = np.asarray(enhance.denoise(image, 25))
-    monkeypatch.setattr(codec, "WINDOW", 64)
+    monkeypatch.setattr(codec, "WINDOW_PIXELS", 160 * 160)
     assert np.array_equal(np.asarray(enhance.denoise(image, 25)), whole)
 
 
@@ -139,7 +139,7 @@ def test_denoise_windows_cover_a_second_refiner(monkeypatch, tmp_path):
     monkeypatch.setattr(enhance, "head", lambda kind: head)
     whole = np.asarray(enhance.denoise(image, 25))
     assert not np.array_equal(whole, plain)  # the second refiner is at work
-    monkeypatch.setattr(codec, "WINDOW", 64)
+    monkeypatch.setattr(codec, "WINDOW_PIXELS", 160 * 160)
     assert np.array_equal(np.asarray(enhance.denoise(image, 25)), whole)
 
 
