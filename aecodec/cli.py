@@ -18,17 +18,10 @@ from typing import Callable
 
 import click
 
-from . import container
+from . import container, transcode
 from .errors import AecError, require
 from .files import atomic_write
-
-_FORMATS_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
-                      ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".pgm": "PPM", ".pnm": "PPM"}
-
-
-# What each output format can carry of the ICC profile and EXIF that an .aec file holds.
-_METADATA_BY_FORMAT = {"PNG": ("icc_profile", "exif"), "JPEG": ("icc_profile", "exif"),
-                       "WEBP": ("icc_profile", "exif"), "TIFF": ("icc_profile",)}
+from .transcode import JobError
 
 
 def _progress_bar(label: str):
@@ -110,10 +103,6 @@ class ByteSize(click.ParamType):
         return int(float(m.group(1)) * self._units[m.group(2).lower()])
 
 
-class JobError(Exception):
-    """One file of a batch failed; the message names the file and the reason."""
-
-
 @dataclass(frozen=True)
 class Job:
     src: Path
@@ -150,81 +139,37 @@ def _check_output(job: Job, force: bool) -> None:
 
 def _compress_job(job: Job, quality: float, target: dict, denoise: float | str | None, effort: int, force: bool,
                   strict: bool, progress: bool) -> dict:
-    from PIL import Image, UnidentifiedImageError
-
-    from . import codec, enhance, rate
-
     _check_output(job, force)
     start = time.perf_counter()
-    try:
-        with Image.open(job.src) as im:
-            im.load()
-            bar = _progress_bar("compressing") if progress else None
-            if target:
-                reached = rate.compress_to(im, **target, progress=bar, effort=effort)
-                data, quality = reached.data, reached.quality
-                extra = {"encodes": reached.encodes, "psnr": reached.psnr, "missed": reached.missed}
-                if reached.missed and strict:
-                    raise JobError(f"{job.src}: {reached.missed} (--strict: nothing written)")
-            else:
-                data, extra = codec.compress(im, quality, progress=bar, denoise=denoise, effort=effort), {}
-                if denoise is not None:
-                    extra["sigma"] = enhance.noise_level(im) if denoise == "auto" else denoise
-            width, height = im.size
-    except UnidentifiedImageError:
-        raise JobError(f"{job.src} is not an image that Pillow can read") from None
-    except (AecError, OSError) as e:
-        raise JobError(f"{job.src}: {e}") from None
+    source = _read(job.src)
+    data, info = transcode.compress(source, str(job.src), quality, target, denoise, effort, strict,
+                                    progress=_progress_bar("compressing") if progress else None)
     _write(job.out, lambda tmp: tmp.write_bytes(data))
-    return {"src": str(job.src), "out": str(job.out), "bytes_in": job.src.stat().st_size, "bytes_out": len(data),
-            "pixels": width * height, "bpp": len(data) * 8 / (width * height), "quality": quality,
-            "effort": effort, "seconds": time.perf_counter() - start, **extra}
-
-
-def _output_format(job: Job) -> str:
-    fmt = _FORMATS_BY_SUFFIX.get(job.out.suffix.lower())
-    if fmt is None:
-        raise JobError(f"unknown output format {job.out.suffix!r}; use one of {', '.join(sorted(_FORMATS_BY_SUFFIX))}")
-    return fmt
-
-
-# zlib level of the PNGs written: 1 deflates a 768x512 photo 3.8 times faster than Pillow's default
-# 6, for files 1.8% larger (Kodak, measured in benchmarks/speed.py).
-PNG_LEVEL = 1
+    return {"src": str(job.src), "out": str(job.out), "bytes_in": len(source), "bytes_out": len(data), **info,
+            "seconds": time.perf_counter() - start}
 
 
 def _save_image(job: Job, image, fmt: str) -> None:
-    if fmt == "JPEG" and image.mode in ("LA", "RGBA"):
-        raise JobError(f"{job.src} has an alpha channel, which JPEG cannot store; write .png or .webp")
-    options = {k: image.info[k] for k in _METADATA_BY_FORMAT.get(fmt, ()) if k in image.info}
-    if fmt == "PNG":
-        options["compress_level"] = PNG_LEVEL
-    _write(job.out, lambda tmp: image.save(tmp, format=fmt, **options))
+    _write(job.out, lambda tmp: transcode.save_image(image, tmp, fmt, str(job.src)))
 
 
 def _decompress_job(job: Job, scale: int, force: bool, progress: bool) -> dict:
-    from . import codec
-
-    fmt = _output_format(job)
+    fmt = transcode.output_format(job.out.name)
     _check_output(job, force)
     start = time.perf_counter()
     data = _read(job.src)
-    try:
-        image = codec.decompress(data, scale=scale, progress=_progress_bar("decompressing") if progress else None)
-    except AecError as e:
-        raise JobError(f"{job.src}: {e}") from None
+    image, info = transcode.decompress(data, str(job.src), scale,
+                                       progress=_progress_bar("decompressing") if progress else None)
     _save_image(job, image, fmt)
-    coded_pixels = image.width * image.height // scale**2
     return {"src": str(job.src), "out": str(job.out), "bytes_in": len(data), "bytes_out": job.out.stat().st_size,
-            "pixels": coded_pixels, "bpp": len(data) * 8 / coded_pixels,
-            "size": f"{image.width}x{image.height}", "mode": image.mode, "seconds": time.perf_counter() - start}
+            **info, "seconds": time.perf_counter() - start}
 
 
 def _image_job(job: Job, transform: Callable, label: str, force: bool, progress: bool) -> dict:
     """Image in, image out through a head: `transform(image, progress) -> (image, details)`."""
     from PIL import Image, UnidentifiedImageError
 
-    fmt = _output_format(job)
+    fmt = transcode.output_format(job.out.name)
     _check_output(job, force)
     start = time.perf_counter()
     try:
@@ -345,9 +290,63 @@ def _with_batch_options(f):
     return f
 
 
+_cluster_option = click.option(
+    "--cluster", metavar="ADDRESS|local:N",
+    help="Code on a Dask cluster: a scheduler's address, or local:N for N worker processes here (aecodec[cluster]). "
+         "SOURCES may then be folders, globs, list files (.txt) or URLs (s3://...), -o names the output folder "
+         "(mirroring the input tree), and a rerun skips what is done (docs/CLUSTER.md).")
+
+
+def _local_sources(sources: tuple[str, ...]) -> tuple[Path, ...]:
+    """The inputs of a command on this machine: files that exist, checked as click checks a path."""
+    ctx = click.get_current_context()
+    param = next(p for p in ctx.command.params if p.name == "sources")
+    return tuple(click.Path(exists=True, dir_okay=False, path_type=Path).convert(s, param, ctx) for s in sources)
+
+
+def _on_cluster(operation: str, address: str, sources: tuple[str, ...], out: str | None, workers: int,
+                as_json: bool, **options) -> None:
+    """A command's job on a Dask cluster: the progress line, failures as they are, the summary, the exit status."""
+    if out is None:
+        raise click.UsageError("--cluster needs -o, the output folder (a path or a URL)")
+    if workers != 1:
+        raise click.UsageError("give -j or --cluster, not both: on a cluster, the workers are the parallelism")
+    try:
+        from . import cluster
+    except AecError as e:
+        raise click.ClickException(str(e)) from None
+    local = re.fullmatch(r"local:(\d+)", address)
+    if address.startswith("local:") and not (local and 1 <= int(local.group(1)) <= 64):
+        raise click.UsageError(f"--cluster {address}: write local:N with N from 1 to 64")
+    try:
+        client = cluster.local(int(local.group(1))) if local else cluster.Client(address, timeout=10)
+    except OSError as e:
+        raise click.ClickException(f"cannot reach the Dask scheduler at {address}: {e}") from None
+    progress = cluster.TerminalProgress(operation + "ing")
+    try:
+        summary = getattr(cluster, operation)(client, sources, out, progress=progress, **options)
+    except (AecError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        progress.close()
+        client.close()
+        if local:
+            client.cluster.close()
+    for failure in summary["failed"]:
+        click.echo(f"error: {failure['error']}", err=True)
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+    else:
+        click.echo(f"{summary['files']} files coded, {summary['skipped']} skipped (done before), "
+                   f"{len(summary['failed'])} failed on {summary['workers']} workers: {summary['bytes_in']} bytes in, "
+                   f"{summary['bytes_out']} bytes out, {summary['seconds']:.1f} s ({summary['files_per_second']:.2f} files/s)")
+    if summary["failed"]:
+        raise click.exceptions.Exit(1)
+
+
 @main.command()
-@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", "out", type=click.Path(path_type=Path),
+@click.argument("sources", nargs=-1, required=True)
+@click.option("-o", "--output", "out",
               help="Output file, or folder for several inputs [default: beside each input, with .aec].")
 @click.option("-q", "--quality", type=click.FloatRange(1, 8), default=4.0, show_default=True,
               help="Quality, any real number from 1 (smallest) to 8 (best).")
@@ -362,9 +361,10 @@ def _with_batch_options(f):
                    "aecodec[train]) for fewer bits at the same quality; a 768x512 image takes about 13, 40, 105 s on 2 cores.")
 @_sigma_option
 @_with_batch_options
-def compress(sources: tuple[Path, ...], out: Path | None, quality: float, bpp: float | None, size: int | None,
+@_cluster_option
+def compress(sources: tuple[str, ...], out: str | None, quality: float, bpp: float | None, size: int | None,
              psnr: float | None, strict: bool, denoise: bool, effort: int, sigma: float | None, force: bool,
-             workers: int, as_json: bool) -> None:
+             workers: int, as_json: bool, cluster: str | None) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) into .aec files."""
     target = {k: v for k, v in {"bpp": bpp, "size": size, "psnr": psnr}.items() if v is not None}
     if len(target) > 1:
@@ -378,20 +378,27 @@ def compress(sources: tuple[Path, ...], out: Path | None, quality: float, bpp: f
     if effort and denoise:
         raise click.UsageError("--effort works without --denoise")
     level = (sigma if sigma is not None else "auto") if denoise else None
-    jobs = _plan(sources, out, ".aec")
+    if cluster:
+        return _on_cluster("compress", cluster, sources, out, workers, as_json, quality=quality, **target,
+                           strict=strict, effort=effort, denoise=level, force=force)
+    jobs = _plan(_local_sources(sources), Path(out) if out else None, ".aec")
     _run(jobs, functools.partial(_compress_job, quality=quality, target=target, denoise=level, effort=effort,
                                  force=force, strict=strict), workers, as_json, "compressing")
 
 
 @main.command()
-@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", "out", type=click.Path(path_type=Path),
+@click.argument("sources", nargs=-1, required=True)
+@click.option("-o", "--output", "out",
               help="Output image (its extension picks the format), or folder for several inputs [default: .png beside each input].")
 @_scale_option
 @_with_batch_options
-def decompress(sources: tuple[Path, ...], out: Path | None, scale: str, force: bool, workers: int, as_json: bool) -> None:
+@_cluster_option
+def decompress(sources: tuple[str, ...], out: str | None, scale: str, force: bool, workers: int, as_json: bool,
+               cluster: str | None) -> None:
     """Decompress .aec files into images."""
-    jobs = _plan(sources, out, ".png")
+    if cluster:
+        return _on_cluster("decompress", cluster, sources, out, workers, as_json, scale=int(scale), force=force)
+    jobs = _plan(_local_sources(sources), Path(out) if out else None, ".png")
     _run(jobs, functools.partial(_decompress_job, scale=int(scale), force=force), workers, as_json, "decompressing")
 
 

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"quality": quality, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(psnr))})
         print(f"q{quality}: {rows[-1]['bpp']:.4f} bpp {rows[-1]['psnr']:.3f} dB ({time.time() - start:.0f} s)", flush=True)
     before = [(m["bpp"], m["psnr"]) for m in recorded["mean"]]
-    result = {"weights": weights.model_id.hex(), "window": codec.WINDOW, "margin": codec.MARGIN, "images": len(paths), "exact": rows, "float_v1": recorded["mean"],
+    result = {"weights": weights.model_id.hex(), "window_pixels": codec.WINDOW_PIXELS, "margin": codec.MARGIN, "images": len(paths), "exact": rows, "float_v1": recorded["mean"],
               "bd_rate_exact_vs_float": bd_rate(before, [(r["bpp"], r["psnr"]) for r in rows])}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"BD-rate of the exact path against the float path: {result['bd_rate_exact_vs_float']:+.3f}%")

@@ -9,8 +9,8 @@ no edge between them falls near a tile or window border. Each size runs `aecodec
 Seams, on the largest size: PSNR of the pixels within 16 px of the coding-tile borders and of the
 window borders, against PSNR elsewhere. Content alone moves such figures (a band is a small sample),
 so two controls show what the borders do: the pixels that differ when the image is coded with its
-tile borders elsewhere (tiles of 960 px), and when the file is decoded with windows of another size
-(768 px). None should.
+tile borders elsewhere (tiles of 960 px), and when the file is decoded with windows of another budget
+(768x768 px, so other borders). None should.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 import aecodec
-from aecodec import codec
+from aecodec import codec, grid
 
 BAND = 16  # pixels either side of a border
 SIZES = ((1500, 1000), (3000, 2000), (6000, 4000))
@@ -61,11 +61,24 @@ def timed(cmd: list[str]) -> dict:
     return {"wall_s": round(seconds, 2), "peak_rss_mb": round(rss / 1024, 1)}
 
 
-def band_mask(height: int, width: int, step: int) -> np.ndarray:
-    """Pixels within BAND of a border between cells of `step` pixels (the image's own edges excluded)."""
-    rows, cols = np.arange(height), np.arange(width)
-    near = lambda n, size: np.array([any(abs(i - b) < BAND for b in range(step, size, step)) for i in n])  # noqa: E731
-    return near(rows, height)[:, None] | near(cols, width)[None, :]
+def band_mask(height: int, width: int, row_borders: set[int], col_borders: set[int]) -> np.ndarray:
+    """Pixels within BAND of the given borders (rows and columns, in pixels)."""
+    near = lambda n, borders: np.array([any(abs(i - b) < BAND for b in borders) for i in range(n)])  # noqa: E731
+    return near(height, row_borders)[:, None] | near(width, col_borders)[None, :]
+
+
+def borders(boxes: list[grid.Box], height: int, width: int, factor: int) -> tuple[set[int], set[int]]:
+    """The inner edges of boxes on a grid `factor` pixels an element: (rows, columns)."""
+    rows = {b[0] * factor for b in boxes} | {b[2] * factor for b in boxes}
+    cols = {b[1] * factor for b in boxes} | {b[3] * factor for b in boxes}
+    return rows - {0, height}, cols - {0, width}
+
+
+def window_boxes(height: int, width: int) -> list[grid.Box]:
+    """The kept boxes of the decoder's g_s windows for an image of this size, in latent elements."""
+    rows, cols = codec._latent_size(width, height)
+    budget = codec.WINDOW_PIXELS // codec.STRIDE**2
+    return [keep for keep, _ in grid.fitted_windows(rows, cols, budget, codec.MARGIN // codec.STRIDE)]
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
@@ -75,22 +88,25 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
 
 def seams(img: np.ndarray, data: bytes, out: np.ndarray, quality: float) -> dict:
     height, width = img.shape[:2]
-    tiles, windows = band_mask(height, width, codec.DEFAULT_TILE), band_mask(height, width, codec.WINDOW)
+    tile_grid = [(t, left, t + codec.DEFAULT_TILE, left + codec.DEFAULT_TILE)
+                 for t in range(0, height, codec.DEFAULT_TILE) for left in range(0, width, codec.DEFAULT_TILE)]
+    tiles = band_mask(height, width, *borders(tile_grid, height, width, 1))
+    windows = band_mask(height, width, *borders(window_boxes(height, width), height, width, codec.STRIDE))
     rest = ~(tiles | windows)
     moved = np.asarray(aecodec.decompress(aecodec.compress(img, quality, tile=960)))
-    window = codec.WINDOW
+    budget = codec.WINDOW_PIXELS
     try:
-        codec.WINDOW = 768
+        codec.WINDOW_PIXELS = 768 * 768
         other_windows = np.asarray(aecodec.decompress(data))
     finally:
-        codec.WINDOW = window
+        codec.WINDOW_PIXELS = budget
     return {
         "psnr_all": psnr(img, out, np.ones((height, width), bool)),
         "psnr_near_tile_borders": psnr(img, out, tiles),
         "psnr_near_window_borders": psnr(img, out, windows),
         "psnr_elsewhere": psnr(img, out, rest),
         "tile_960_pixels_differing": int((moved != out).any(axis=2).sum()),
-        "window_768_pixels_differing": int((other_windows != out).any(axis=2).sum()),
+        "window_768x768_pixels_differing": int((other_windows != out).any(axis=2).sum()),
     }
 
 
@@ -102,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     paths = sorted(args.image_dir.glob("*.png"))
     cli = [sys.executable, "-W", "ignore", "-m", "aecodec.cli"]
-    result: dict = {"quality": args.quality, "tile": codec.DEFAULT_TILE, "window": codec.WINDOW,
+    result: dict = {"quality": args.quality, "tile": codec.DEFAULT_TILE, "window_pixels": codec.WINDOW_PIXELS,
                     "margin": codec.MARGIN, "band_px": BAND, "sizes": []}
     with tempfile.TemporaryDirectory() as tmp:
         src, aec, dec = Path(tmp) / "photo.png", Path(tmp) / "photo.aec", Path(tmp) / "decoded.png"

@@ -1,19 +1,26 @@
-"""Speed and memory of aecodec on one image, against Pillow's JPEG 2000 at the same rate, in one run.
+"""Speed and memory of aecodec against the classical codecs' decoders and encoders, in one run.
 
-    python -m benchmarks.speed IMAGE.png [--repeat 5] [--threads 2] [--quality 4] [--out speed.json]
+    python -m benchmarks.speed IMAGE.png [IMAGE.png ...] [--qualities 1,4,8] [--repeat 5] [--threads 2]
+        [--out speed.json] [--markdown speed.md]
 
-In process: the median of `--repeat` calls of `aecodec.compress` / `aecodec.decompress` after one
-warm-up (the weights and graphs loaded), and of Pillow's JPEG 2000 encode / decode (OpenJPEG,
-irreversible 9/7 wavelet with the colour transform, at aecodec's rate). Whole commands: `aecodec
-compress` / `aecodec decompress` and the same JPEG 2000 work as `python -c`, each under
-`/usr/bin/time -v` (start-up included: wall seconds and peak RSS, medians of `--repeat`).
+For each image and quality, in process (medians of `--repeat` calls after one warm-up, the weights
+and graphs loaded): `aecodec.compress` / `aecodec.decompress` on `--threads` threads, and the
+decoders of JPEG 2000, WebP, AVIF and JPEG XL (`benchmarks.codecs`, at their best settings, one
+thread each) on files of the same image at the nearest rate they reach; JPEG 2000 is also timed
+encoding, since it is the bar's anchor. Where aecodec's time goes: the stages of one decode and one
+encode (cumulative seconds of the functions named in STAGES, under cProfile). Whole commands:
+`aecodec compress` / `aecodec decompress` and a Python process doing the same work with Pillow's
+JPEG 2000 (reading or writing a PNG at aecodec's zlib level), each under `/usr/bin/time -v`
+(start-up included; wall seconds and peak RSS, medians of `--repeat`).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import io
 import json
+import pstats
 import re
 import statistics
 import subprocess
@@ -22,7 +29,20 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
+
+from benchmarks import codecs
+
+# Stages of a decode and an encode: (label, module file, function) as cProfile names them.
+STAGES = {
+    "decode": [("container parse", "container.py", "parse"), ("entropy decoding", "entropy.py", "decode"),
+               ("h_s (integer, exact)", "integer.py", "__call__"), ("g_s", "runtime.py", "synthesise")],
+    "encode": [("g_a", "runtime.py", "analyse"), ("h_a", "runtime.py", "hyper_analyse"),
+               ("h_s (integer, exact)", "integer.py", "__call__"), ("entropy coding", "entropy.py", "encode"),
+               ("container build", "container.py", "build")],
+}
+CLASSICAL = ("jpeg2000", "webp", "avif", "jxl")
 
 
 def median_time(fn, repeat: int) -> float:
@@ -48,72 +68,168 @@ def best_time(fn, repeat: int) -> float:
 
 def jpeg2000(image: Image.Image, bpp: float) -> bytes:
     """OpenJPEG at its best for PSNR: the irreversible 9/7 wavelet and the colour transform, at `bpp`."""
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG2000", irreversible=True, mct=1, quality_mode="rates",
-               quality_layers=[24 / bpp])
-    return buffer.getvalue()
+    return codecs.jpeg2000.encode(np.asarray(image.convert("RGB")), bpp)
+
+
+def at_rate(codec: codecs.Codec, img: np.ndarray, bpp: float) -> bytes:
+    """The codec's file of `img` nearest to `bpp`: JPEG 2000 is asked the rate; the others' setting is
+    bisected between the ends of their sweep (size grows along it)."""
+    if codec.name == "jpeg2000":
+        return codec.encode(img, bpp)
+    pixels = img.shape[0] * img.shape[1]
+    lo, hi = float(codec.settings[0]), float(codec.settings[-1])
+    integer = all(isinstance(s, int) for s in codec.settings)
+    best = None
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        data = codec.encode(img, round(mid) if integer else mid)
+        if best is None or abs(len(data) * 8 / pixels - bpp) < abs(len(best) * 8 / pixels - bpp):
+            best = data
+        if len(data) * 8 / pixels < bpp:
+            lo = mid
+        else:
+            hi = mid
+    return best
 
 
 def timed(cmd: list[str], repeat: int) -> dict:
-    """Medians of wall seconds and peak RSS (MB) of `cmd` under /usr/bin/time -v."""
+    """Medians of wall seconds and peak RSS (MB) of `cmd` under /usr/bin/time -v, after one warm-up."""
     walls, peaks = [], []
-    for _ in range(repeat):
+    for i in range(repeat + 1):
         r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
         if r.returncode:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr}")
+        if not i:
+            continue
         clock = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", r.stderr).group(1)
         walls.append(sum(float(part) * 60**i for i, part in enumerate(reversed(clock.split(":")))))
         peaks.append(int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1)) / 1000)
     return {"wall_s": round(statistics.median(walls), 3), "peak_rss_mb": round(statistics.median(peaks), 1)}
 
 
+def stages(fn, kind: str) -> dict:
+    """Seconds of each stage of one call of `fn` (cumulative, under cProfile), and of the whole call."""
+    profile = cProfile.Profile()
+    t = time.perf_counter()
+    profile.runcall(fn)
+    total = time.perf_counter() - t
+    stats = pstats.Stats(profile).stats
+    out = {}
+    for label, file, name in STAGES[kind]:
+        out[label] = round(sum(v[3] for (f, _, n), v in stats.items() if f.endswith(file) and n == name), 4)
+    out["rest"] = round(total - sum(out.values()), 4)
+    out["all"] = round(total, 4)
+    return out
+
+
+def machine() -> str:
+    """The CPU's model name and the instruction sets that matter to the kernels."""
+    text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = re.search(r"Model name:\s+(.+)", text)
+    flags = set(re.search(r"Flags:\s+(.+)", text).group(1).split()) if "Flags:" in text else set()
+    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]
+    return f"{model.group(1).strip() if model else 'unknown CPU'} ({', '.join(f for f in wanted if f in flags)})"
+
+
+def whole_commands(path: Path, data: bytes, bpp: float, quality: float, repeat: int) -> dict:
+    from aecodec.transcode import PNG_LEVEL
+
+    j2k = jpeg2000(Image.open(path), bpp)
+    with tempfile.TemporaryDirectory() as tmp:
+        aec, jp2, png = Path(tmp) / "x.aec", Path(tmp) / "x.jp2", Path(tmp) / "x.png"
+        aec.write_bytes(data)
+        jp2.write_bytes(j2k)
+        cli = [sys.executable, "-m", "aecodec.cli"]
+        pillow = [sys.executable, "-c"]
+        rows = {
+            "aecodec compress": timed(cli + ["compress", str(path), "-o", str(aec), "-q", str(quality), "--force"], repeat),
+            "jpeg2000 encode (python -c)": timed(pillow + [
+                f"from PIL import Image; Image.open({str(path)!r}).convert('RGB').save({str(jp2)!r}, "
+                f"irreversible=True, mct=1, quality_mode='rates', quality_layers=[{24 / bpp}])"], repeat),
+            "aecodec decompress": timed(cli + ["decompress", str(aec), "-o", str(png), "--force"], repeat),
+            "jpeg2000 decode (python -c)": timed(pillow + [
+                f"from PIL import Image; Image.open({str(jp2)!r}).save({str(png)!r}, compress_level={PNG_LEVEL})"], repeat),
+        }
+    rows["ratio compress / jpeg2000"] = round(rows["aecodec compress"]["wall_s"] / rows["jpeg2000 encode (python -c)"]["wall_s"], 2)
+    rows["ratio decompress / jpeg2000"] = round(rows["aecodec decompress"]["wall_s"] / rows["jpeg2000 decode (python -c)"]["wall_s"], 2)
+    return rows
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Speed: {result['machine']}, {result['threads']} threads for aecodec, one for the others", "",
+             "In process, medians (ms); the classical files at the rate nearest to aecodec's:", "",
+             "| image | q | bpp | aecodec decode | encode | " + " | ".join(f"{c} decode" for c in CLASSICAL)
+             + " | jpeg2000 encode | decode / jpeg2000 | encode / jpeg2000 |", "|" + "---|" * (8 + len(CLASSICAL))]
+    for r in result["in_process"]:
+        ms = lambda s: f"{s * 1000:.1f}"  # noqa: E731
+        lines.append(f"| {r['image']} | {r['quality']:g} | {r['bpp']:.3f} | {ms(r['aecodec decode'])} | {ms(r['aecodec encode'])} | "
+                     + " | ".join(f"{ms(r[c]['decode'])} ({r[c]['bpp']:.3f} bpp)" for c in CLASSICAL)
+                     + f" | {ms(r['jpeg2000']['encode'])} | {r['decode ratio']:.1f}x | {r['encode ratio']:.1f}x |")
+    lines += ["", f"Medians over the rows: decode {result['median decode ratio']:.1f}x JPEG 2000's, encode "
+              f"{result['median encode ratio']:.1f}x.", ""]
+    for kind in ("decode", "encode"):
+        row = result["stages"][kind]
+        lines += [f"Where one {kind} goes ({result['stages']['image']}, ms):", "", "| " + " | ".join(row) + " |",
+                  "|" + "---|" * len(row), "| " + " | ".join(f"{v * 1000:.1f}" for v in row.values()) + " |", ""]
+    lines += ["Whole commands (wall s, peak RSS MB, medians):", "", "| image | command | wall s | peak MB |", "|---|---|---|---|"]
+    for image, rows in result["whole_command"].items():
+        for name, v in rows.items():
+            lines.append(f"| {image} | {name} | {v['wall_s'] if isinstance(v, dict) else v} | "
+                         f"{v['peak_rss_mb'] if isinstance(v, dict) else ''} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("image", type=Path)
+    ap.add_argument("images", type=Path, nargs="+")
+    ap.add_argument("--qualities", default="1,4,8")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quality", type=float, default=4.0)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--markdown", type=Path)
     args = ap.parse_args(argv)
 
     import aecodec
     from aecodec.runtime import set_threads
 
     set_threads(args.threads)
-    image = Image.open(args.image).convert("RGB")
-    data = aecodec.compress(image, args.quality)
-    bpp = len(data) * 8 / (image.width * image.height)
-    j2k = jpeg2000(image, bpp)
-    rows: dict = {"image": f"{args.image.name} ({image.width}x{image.height})", "threads": args.threads,
-                  "quality": args.quality, "aecodec_bpp": round(bpp, 4),
-                  "jpeg2000_bpp": round(len(j2k) * 8 / (image.width * image.height), 4)}
-    rows["in_process_s"] = {
-        "aecodec.compress": median_time(lambda: aecodec.compress(image, args.quality), args.repeat),
-        "aecodec.decompress": median_time(lambda: aecodec.decompress(data), args.repeat),
-        "jpeg2000 encode": median_time(lambda: jpeg2000(image, bpp), args.repeat),
-        "jpeg2000 decode": median_time(lambda: Image.open(io.BytesIO(j2k)).load(), args.repeat),
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        aec, jp2, png = Path(tmp) / "x.aec", Path(tmp) / "x.jp2", Path(tmp) / "x.png"
-        aec.write_bytes(data)
-        jp2.write_bytes(j2k)
-        cli = [sys.executable, "-m", "aecodec.cli"]
-        q = ["-q", str(args.quality)]
-        pillow = [sys.executable, "-c"]
-        rows["whole_command"] = {
-            "aecodec compress": timed(cli + ["compress", str(args.image), "-o", str(aec), *q, "--force"], args.repeat),
-            "aecodec decompress": timed(cli + ["decompress", str(aec), "-o", str(png), "--force"], args.repeat),
-            "jpeg2000 encode (python -c)": timed(pillow + [
-                f"from PIL import Image; Image.open({str(args.image)!r}).convert('RGB').save({str(jp2)!r}, "
-                f"irreversible=True, mct=1, quality_mode='rates', quality_layers=[{24 / bpp}])"], args.repeat),
-            "jpeg2000 decode (python -c)": timed(pillow + [
-                f"from PIL import Image; Image.open({str(jp2)!r}).save({str(png)!r})"], args.repeat),
-        }
-    for name, seconds in rows["in_process_s"].items():
-        rows["in_process_s"][name] = round(seconds, 4)
-    print(json.dumps(rows, indent=1))
+    qualities = [float(q) for q in args.qualities.split(",")]
+    result: dict = {"machine": machine(), "threads": args.threads, "in_process": [], "whole_command": {},
+                    "versions": {c: codecs.CODECS[c].version() for c in CLASSICAL}}
+    for path in args.images:
+        image = Image.open(path).convert("RGB")
+        img = np.asarray(image)
+        for q in qualities:
+            data = aecodec.compress(image, q)
+            bpp = len(data) * 8 / (image.width * image.height)
+            row: dict = {"image": path.stem, "quality": q, "bpp": round(bpp, 4),
+                         "aecodec encode": median_time(lambda: aecodec.compress(image, q), args.repeat),
+                         "aecodec decode": median_time(lambda: aecodec.decompress(data), args.repeat)}
+            for name in CLASSICAL:
+                codec = codecs.CODECS[name]
+                coded = at_rate(codec, img, bpp)
+                row[name] = {"bpp": round(len(coded) * 8 / img.shape[0] / img.shape[1], 4),
+                             "decode": median_time(lambda: codec.decode(coded), args.repeat)}
+            row["jpeg2000"]["encode"] = median_time(lambda: codecs.JPEG_2000.encode(img, bpp), args.repeat)
+            row["decode ratio"] = row["aecodec decode"] / row["jpeg2000"]["decode"]
+            row["encode ratio"] = row["aecodec encode"] / row["jpeg2000"]["encode"]
+            result["in_process"].append(row)
+            print(json.dumps(row), flush=True)
+            if q == qualities[len(qualities) // 2]:
+                result["whole_command"][path.stem] = whole_commands(path, data, bpp, q, args.repeat)
+                print(json.dumps(result["whole_command"][path.stem]), flush=True)
+    first = args.images[0]
+    image = Image.open(first).convert("RGB")
+    data = aecodec.compress(image, qualities[len(qualities) // 2])
+    result["stages"] = {"image": first.stem, "decode": stages(lambda: aecodec.decompress(data), "decode"),
+                        "encode": stages(lambda: aecodec.compress(image, qualities[len(qualities) // 2]), "encode")}
+    result["median decode ratio"] = statistics.median(r["decode ratio"] for r in result["in_process"])
+    result["median encode ratio"] = statistics.median(r["encode ratio"] for r in result["in_process"])
+    print(markdown(result))
     if args.out:
-        args.out.write_text(json.dumps(rows, indent=2) + "\n")
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(markdown(result))
 
 
 if __name__ == "__main__":

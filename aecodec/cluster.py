@@ -1,0 +1,340 @@
+"""Batches on a Dask cluster: a whole collection compressed or decompressed, resumable, nothing lost.
+
+    from dask.distributed import Client
+    from aecodec import cluster
+    summary = cluster.compress(Client("tcp://scheduler:8786"), ["s3://photos/2026/"], "s3://archive/2026/", quality=5)
+
+Needs the `cluster` extra (dask.distributed and fsspec) on the machine that submits and on every
+worker. Tasks carry URLs, several files a task; the inputs are listed as a stream and submitted in a
+bounded window, so a collection of any size costs the scheduler a few thousand tasks at a time. Each
+worker process runs one task at a time, gives ONNX Runtime its share of the host's cores and loads the
+weights once (`AecodecWorker`). Before any work, every worker is checked: aecodec version, model,
+the extras the options need, and that it sees the inputs and the output folder.
+
+Exactly once in effect (`aecodec.collection`): an output appears only complete, after its receipt; a
+rerun skips an output whose receipt names the same input stamp and options and whose bytes verify.
+A worker lost mid-file costs that file's retry; a file whose worker dies on every attempt (memory,
+say) is reported as failed after MAX_RETRIES retries, and the rest go on.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+import uuid
+from collections import deque
+from itertools import islice
+from typing import Callable, Iterable, Iterator
+
+from . import collection, transcode
+from .errors import AecError, require
+
+require("cluster", "aecodec on a cluster", "distributed", "fsspec")
+
+from distributed import Client, KilledWorker, WorkerPlugin, as_completed  # noqa: E402
+
+FILES_PER_TASK = 4  # a task of 4 Kodak-sized files is about a second: cheap to schedule, a short tail
+TASKS_PER_WORKER = 4  # tasks submitted and not finished, per worker: the bounded window
+MAX_RETRIES = 2  # deaths of a worker on one task before it counts as the task's fault
+SUFFIX = {"compress": ".aec", "decompress": ".png"}
+# Modules each worker must be able to import for what the options ask.
+_NEEDS = {"effort": ("torch", "compressai")}
+
+
+class ClusterError(AecError):
+    """The cluster cannot run the job (a worker that does not match, a path it cannot see); one line."""
+
+
+def compress(client: Client, sources: Iterable[str], dest: str, quality: float = 4.0, bpp: float | None = None,
+             size: int | None = None, psnr: float | None = None, strict: bool = False, effort: int = 0,
+             denoise: float | str | None = None, force: bool = False, progress: Callable[[dict], None] | None = None,
+             files_per_task: int = FILES_PER_TASK) -> dict:
+    """Compress every image of `sources` (folders, globs, list files, files: any fsspec URL) into .aec files
+    under `dest`, mirroring the input tree, on the cluster of `client`; the options are those of
+    `aecodec compress` (`denoise`: a noise sigma, "auto", or None). Returns the job's summary."""
+    target = {k: v for k, v in {"bpp": bpp, "size": size, "psnr": psnr}.items() if v is not None}
+    options = {"quality": quality, "target": target, "strict": strict, "effort": effort, "denoise": denoise}
+    return run(client, "compress", sources, dest, options, force, progress, files_per_task)
+
+
+def decompress(client: Client, sources: Iterable[str], dest: str, scale: int = 1, force: bool = False,
+               progress: Callable[[dict], None] | None = None, files_per_task: int = FILES_PER_TASK) -> dict:
+    """Decompress every .aec file of `sources` into PNGs under `dest` (`scale` 2: through the
+    super-resolution head), on the cluster of `client`. Returns the job's summary."""
+    return run(client, "decompress", sources, dest, {"scale": scale}, force, progress, files_per_task)
+
+
+def local(workers: int, memory_limit: str | int = "auto", quiet: bool = True) -> Client:
+    """A client of a cluster of `workers` processes on this machine, one thread each."""
+    import logging
+
+    from distributed import LocalCluster
+
+    if quiet:  # a worker lost is reported by the job, not by the engine's logs
+        for name in ("distributed", "distributed.nanny", "distributed.scheduler", "distributed.worker"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    return Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
+                               dashboard_address=":0"))
+
+
+class AecodecWorker(WorkerPlugin):
+    """Set on every worker, also those started later: the runtime's threads, and the weights loaded once."""
+
+    name = "aecodec"
+
+    def __init__(self, threads: int):
+        self.threads = threads
+
+    def setup(self, worker) -> None:
+        from . import codec, runtime
+
+        runtime.set_threads(self.threads)
+        codec.coding_model()
+
+
+def _facts(paths: list[str], modules: list[str]) -> dict:
+    """What a worker has: aecodec's version, the model, the modules wanted, the paths it sees, its cores."""
+    from importlib.metadata import version
+    from importlib.util import find_spec
+
+    from . import weights
+
+    def sees(url: str) -> bool:
+        fs, path = collection._fs(url)
+        return fs.exists(path)
+
+    return {"version": version("aecodec"), "model": weights.find_weights().model_id.hex(),
+            "missing": [m for m in modules if find_spec(m) is None], "unseen": [p for p in paths if not sees(p)],
+            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1}
+
+
+def _check_workers(client: Client, roots: list[str], options: dict) -> dict:
+    """Refuse, in one line naming the worker, a cluster that cannot run the job; set up the workers."""
+    from . import weights
+
+    info = _workers(client)
+    if not info:
+        raise ClusterError("the cluster has no workers; start some (docs/CLUSTER.md) or use --cluster local:N")
+    for address, w in info.items():
+        if w["nthreads"] != 1:
+            raise ClusterError(f"worker {address} runs {w['nthreads']} threads: start workers with --nthreads 1 "
+                               "(aecodec gives each worker process the cores it has)")
+    modules = [m for option, needed in _NEEDS.items() if options.get(option) for m in needed]
+    facts = client.run(_facts, roots, modules, on_error="return")
+    mine = {"version": _version(), "model": weights.find_weights().model_id.hex()}
+    for address, f in facts.items():
+        if isinstance(f, BaseException):
+            raise ClusterError(f"worker {address} cannot run aecodec: {type(f).__name__}: {f}")
+        for key, wanted in mine.items():
+            if f[key] != wanted:
+                raise ClusterError(f"worker {address} has {key} {f[key]}, this machine {wanted}: install the same "
+                                   "aecodec release (and weights) on every worker")
+        if f["missing"]:
+            raise ClusterError(f"worker {address} lacks {', '.join(f['missing'])}, which "
+                               f"{', '.join(o for o in _NEEDS if options.get(o))} needs: pip install 'aecodec[train]' there")
+        if f["unseen"]:
+            raise ClusterError(f"worker {address} cannot see {f['unseen'][0]}: local paths need --cluster local:N "
+                               "or a filesystem that every worker shares")
+    per_host: dict[str, int] = {}
+    for w in info.values():
+        per_host[w["host"]] = per_host.get(w["host"], 0) + 1
+    threads = min(max(1, facts[a]["cores"] // per_host[w["host"]]) for a, w in info.items())
+    client.register_plugin(AecodecWorker(threads))
+    return {"workers": len(info), "runtime_threads": threads}
+
+
+def _workers(client: Client) -> dict:
+    """Every worker's address and description (Dask 2025 and later list only five unless asked)."""
+    import inspect
+
+    if "n_workers" in inspect.signature(client.scheduler_info).parameters:
+        return client.scheduler_info(n_workers=-1)["workers"]
+    return client.scheduler_info()["workers"]
+
+
+def _work(batch: list[tuple[str, str]], op: str, options: dict, digest: str, dest: str, force: bool,
+          run_id: str) -> list[dict]:
+    """One task, on a worker: each (input URL, output path relative to `dest`) coded, skipped or failed.
+    `run_id` tells the outputs of this run (a task retried after its worker died) from those of earlier ones."""
+    out = collection.Output(dest)
+    return [_one(src, relative, op, options, digest, out, force, run_id) for src, relative in batch]
+
+
+def _one(src: str, relative: str, op: str, options: dict, digest: str, out: collection.Output, force: bool,
+         run_id: str) -> dict:
+    start = time.perf_counter()
+    try:
+        fs, path = collection._fs(src)
+        source = collection.stamp(fs.info(path))
+        receipt = out.receipt(relative)
+        if receipt and receipt["src"] != src and _exists(receipt["src"]):
+            raise transcode.JobError(f"{src}: its output {out.path(relative)} is also {receipt['src']}'s; "
+                                     "rename one, or code them apart")
+        if out.verifies(receipt, relative, source, digest):
+            return {**receipt["result"], "status": "done" if receipt["run"] == run_id else "skipped"}
+        if not force and receipt is None and out.exists(relative):
+            raise transcode.JobError(f"{out.path(relative)} exists and no aecodec job made it; use --force to replace it")
+        data = fs.cat_file(path)
+        if op == "compress":
+            coded, info = transcode.compress(data, src, options["quality"], options["target"], options["denoise"],
+                                             options["effort"], options["strict"])
+        else:
+            image, info = transcode.decompress(data, src, options["scale"])
+            buffer = io.BytesIO()
+            transcode.save_image(image, buffer, "PNG", src)
+            coded = buffer.getvalue()
+        result = {"src": src, "bytes_in": len(data), "bytes_out": len(coded), "pixels": info["pixels"],
+                  "bpp": info["bpp"], "seconds": time.perf_counter() - start}
+        out.record(relative, coded, {"src": src, "source": source, "options": digest, "run": run_id, "result": result})
+    except transcode.JobError as e:
+        return {"src": src, "status": "failed", "error": str(e)}
+    except Exception as e:  # one file's bug or resource error stops nothing else
+        return {"src": src, "status": "failed", "error": f"{src}: {type(e).__name__}: {e}"}
+    return {**result, "status": "done"}
+
+
+def _exists(url: str) -> bool:
+    fs, path = collection._fs(url)
+    return fs.exists(path)
+
+
+def _batches(sources: Iterable[str], suffix: str, size: int) -> Iterator[list[tuple[str, str]]]:
+    """The inputs as tasks of `size` (input URL, output path) pairs, listed as they come. Nothing is kept
+    of what was listed: two inputs with one output (a.png, a.jpg) are found by the receipts instead."""
+    stream = ((item.src, collection.with_suffix(item.relative, suffix)) for spec in sources
+              for item in collection.inputs(spec))
+    while batch := list(islice(stream, size)):
+        yield batch
+
+
+def run(client: Client, op: str, sources: Iterable[str], dest: str, options: dict, force: bool = False,
+        progress: Callable[[dict], None] | None = None, files_per_task: int = FILES_PER_TASK) -> dict:
+    """The job: `op` ("compress" or "decompress") with `options` on every input of `sources`, outputs under `dest`."""
+    start = time.perf_counter()
+    sources = list(sources)
+    out = collection.Output(dest)
+    out.fs.makedirs(out.root, exist_ok=True)
+    roots = [collection.root(s) for s in sources] + [dest]
+    setup = _check_workers(client, roots, options)
+    from . import weights
+
+    digest = collection.digest({"op": op, **options, "model": weights.find_weights().model_id.hex(),
+                                "aecodec": _version()})
+    run_id = uuid.uuid4().hex
+    previous = client.run_on_scheduler(_allowed_failures, MAX_RETRIES)
+    counts = {"done": 0, "skipped": 0, "failed": 0, "listed": 0, "listing": True}
+    totals = {"bytes_in": 0, "bytes_out": 0, "pixels": 0, "bpp": 0.0}
+    failed: list[dict] = []
+    window = TASKS_PER_WORKER * setup["workers"]
+    batches = _batches(sources, SUFFIX[op], files_per_task)
+    retry: deque[list[tuple[str, str]]] = deque()
+    running = as_completed()
+    submitted: dict = {}
+
+    def submit(batch):
+        future = client.submit(_work, batch, op, options, digest, dest, force, run_id, pure=False)
+        submitted[future] = batch
+        running.add(future)
+
+    def refill():
+        while len(submitted) < window:
+            if retry:
+                submit(retry.popleft())
+                continue
+            batch = next(batches, None)
+            if batch is None:
+                counts["listing"] = False
+                return
+            counts["listed"] += len(batch)
+            submit(batch)
+
+    finished = False
+    try:
+        refill()
+        for future in running:
+            batch = submitted.pop(future)
+            outcomes = _outcomes(future, batch, out, digest, retry)
+            for r in outcomes:
+                counts[r["status"]] += 1
+                if r["status"] == "failed":
+                    failed.append({"src": r["src"], "error": r["error"]})
+                elif r["status"] == "done":
+                    for k in totals:
+                        totals[k] += r[k]
+            counts["failed"] = len(failed)
+            refill()
+            if progress:
+                progress(dict(counts))
+        finished = True
+    finally:
+        if not finished:  # interrupted: what runs now would write after the clean-up
+            client.cancel(list(submitted))
+        client.run_on_scheduler(_allowed_failures, previous)
+        out.clean()
+    done = counts["done"]
+    seconds = time.perf_counter() - start
+    return {"operation": op, "files": done, "skipped": counts["skipped"], "failed": failed,
+            "bytes_in": totals["bytes_in"], "bytes_out": totals["bytes_out"],
+            "mean_bpp": totals["bpp"] / done if done else 0.0, "megapixels": totals["pixels"] / 1e6,
+            "seconds": seconds, "files_per_second": (done + counts["skipped"]) / seconds, **setup}
+
+
+def _outcomes(future, batch: list[tuple[str, str]], out: collection.Output, digest: str, retry: deque) -> list[dict]:
+    """A finished task's outcomes. A task whose workers all died: the files it finished are done (their
+    receipts say so), the first one it did not finish is the one that killed them, the rest go again."""
+    try:
+        return future.result()
+    except KilledWorker:
+        outcomes, pending = [], []
+        for src, relative in batch:
+            fs, path = collection._fs(src)
+            receipt = out.receipt(relative)
+            if out.verifies(receipt, relative, collection.stamp(fs.info(path)), digest):  # one attempt finished it
+                outcomes.append({**receipt["result"], "status": "done"})
+            else:
+                pending.append((src, relative))
+        if pending:
+            src = pending[0][0]
+            outcomes.append({"src": src, "status": "failed",
+                             "error": f"{src}: its worker died on each of {MAX_RETRIES + 1} attempts (out of memory?)"})
+        if pending[1:]:
+            retry.append(pending[1:])
+        return outcomes
+    except Exception as e:
+        return [{"src": src, "status": "failed", "error": f"{src}: task failed: {type(e).__name__}: {e}"}
+                for src, _ in batch]
+
+
+def _allowed_failures(n: int, dask_scheduler=None) -> int:
+    previous, dask_scheduler.allowed_failures = dask_scheduler.allowed_failures, n
+    return previous
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("aecodec")
+
+
+class TerminalProgress:
+    """A line on stderr, rewritten as files finish: done, skipped, failed, of how many listed, rate."""
+
+    def __init__(self, label: str):
+        self.label, self.start = label, time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, c: dict) -> None:
+        if not self.tty:
+            return
+        finished = c["done"] + c["skipped"] + c["failed"]
+        of = f"{c['listed']}{'+' if c['listing'] else ''}"
+        rate = finished / max(time.perf_counter() - self.start, 1e-9)
+        sys.stderr.write(f"\r{self.label}: {finished}/{of} files ({c['skipped']} skipped, {c['failed']} failed), "
+                         f"{rate:.1f} files/s ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
