@@ -334,12 +334,15 @@ def _on_cluster(operation: str, address: str, sources: tuple[str, ...], out: str
             client.cluster.close()
     for failure in summary["failed"]:
         click.echo(f"error: {failure['error']}", err=True)
+    for r in summary["missed"]:
+        click.echo(f"warning: {r['src']}: {r['missed']}", err=True)
     if as_json:
         click.echo(json.dumps(summary, indent=1))
     else:
         click.echo(f"{summary['files']} files coded, {summary['skipped']} skipped (done before), "
                    f"{len(summary['failed'])} failed on {summary['workers']} workers: {summary['bytes_in']} bytes in, "
-                   f"{summary['bytes_out']} bytes out, {summary['seconds']:.1f} s ({summary['files_per_second']:.2f} files/s)")
+                   f"{summary['bytes_out']} bytes out" + (f", mean {summary['mean_bpp']:.4f} bpp" if summary["files"] and operation == "compress" else "")
+                   + f", {summary['seconds']:.1f} s ({summary['files_per_second']:.2f} files/s)")
     if summary["failed"]:
         raise click.exceptions.Exit(1)
 

@@ -29,6 +29,11 @@ def set_threads(n: int) -> None:
     _threads = max(1, int(n))
 
 
+def threads() -> int:
+    """Threads of the sessions opened from now on."""
+    return _threads
+
+
 class Graph:
     """One ONNX graph with its weights: `graph(name=array, ...)` -> its outputs, in order.
 

@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result["throughput"], indent=1), flush=True)
         shutil.rmtree(src)
 
+        if not args.tiny:
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+            return
         tiny = Path(tmp) / "tiny"
         rng = np.random.default_rng(0)
         for i in range(args.tiny):

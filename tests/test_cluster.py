@@ -202,6 +202,16 @@ def test_the_command_line(client, tmp_path):
     summary = json.loads(r.stdout)
     assert summary["files"] == 3 and len(summary["failed"]) == 2
     assert "error:" in r.stderr and "notes.txt" in r.stderr
+    # a rate target: met, missed (written, with a warning), and missed under --strict (an error, nothing written)
+    one = str(src / "a" / "0" / "img0.png")
+    r = CliRunner().invoke(main, ["compress", one, "-o", str(tmp_path / "t1"), "--cluster", "local:1", "--size", "400"])
+    assert r.exit_code == 0 and "warning" not in r.stderr
+    assert 300 < (tmp_path / "t1" / "img0.aec").stat().st_size <= 400
+    r = CliRunner().invoke(main, ["compress", one, "-o", str(tmp_path / "t2"), "--cluster", "local:1", "--bpp", "0.001"])
+    assert r.exit_code == 0 and "warning:" in r.stderr and "0.001 bpp" in r.stderr
+    r = CliRunner().invoke(main, ["compress", one, "-o", str(tmp_path / "t3"), "--cluster", "local:1", "--bpp", "0.001",
+                                  "--strict"])
+    assert r.exit_code == 1 and "--strict" in r.stderr and not (tmp_path / "t3" / "img0.aec").exists()
     r = CliRunner().invoke(main, ["decompress", str(dest), "-o", str(tmp_path / "back"), "--cluster", "local:1"])
     assert r.exit_code == 0 and "3 files coded" in r.stdout
     for args, message in [(["--cluster", "local:2"], "needs -o"), (["-o", "x", "-j", "2", "--cluster", "local:2"], "not both"),
@@ -226,3 +236,15 @@ def test_a_file_that_kills_its_worker_fails_alone(tmp_path):
     assert sorted(errors) == ["corrupt.png", "huge.png", "notes.txt"]
     assert f"died on each of {cluster.MAX_RETRIES + 1} attempts" in errors["huge.png"]
     assert not leftovers(dest)
+
+
+def test_encoder_effort_on_the_workers(client, tmp_path):
+    src, dest = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    pixels = synthetic_image(64, 64, seed=5)
+    Image.fromarray(pixels).save(src / "x.png")
+    summary = cluster.compress(client, [str(src)], str(dest), quality=3, effort=1)
+    assert summary["files"] == 1 and not summary["failed"]
+    data = (dest / "x.aec").read_bytes()
+    assert data != aecodec.compress(pixels, quality=3)  # refined latents, not g_a's
+    assert np.asarray(aecodec.decompress(data)).shape == pixels.shape
