@@ -297,6 +297,25 @@ _cluster_option = click.option(
          "(mirroring the input tree), and a rerun skips what is done (docs/CLUSTER.md).")
 
 
+class _JobProgress:
+    """A line on stderr, rewritten as files finish: done, skipped, failed, of how many listed, the rate."""
+
+    def __init__(self, label: str):
+        self.label, self.start, self.tty = label, time.perf_counter(), sys.stderr.isatty()
+
+    def __call__(self, c: dict) -> None:
+        if not self.tty:
+            return
+        finished = c["done"] + c["skipped"] + c["failed"]
+        rate = finished / max(time.perf_counter() - self.start, 1e-9)
+        click.echo(f"\r{self.label}: {finished}/{c['listed']}{'+' if c['listing'] else ''} files "
+                   f"({c['skipped']} skipped, {c['failed']} failed), {rate:.1f} files/s ", nl=False, err=True)
+
+    def close(self) -> None:
+        if self.tty:
+            click.echo(err=True)
+
+
 def _local_sources(sources: tuple[str, ...]) -> tuple[Path, ...]:
     """The inputs of a command on this machine: files that exist, checked as click checks a path."""
     ctx = click.get_current_context()
@@ -318,11 +337,15 @@ def _on_cluster(operation: str, address: str, sources: tuple[str, ...], out: str
     local = re.fullmatch(r"local:(\d+)", address)
     if address.startswith("local:") and not (local and 1 <= int(local.group(1)) <= 64):
         raise click.UsageError(f"--cluster {address}: write local:N with N from 1 to 64")
+    import logging
+
+    for name in ("distributed", "distributed.nanny", "distributed.scheduler", "distributed.worker"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # a worker lost is the job's to report, in its words
     try:
         client = cluster.local(int(local.group(1))) if local else cluster.Client(address, timeout=10)
     except OSError as e:
         raise click.ClickException(f"cannot reach the Dask scheduler at {address}: {e}") from None
-    progress = cluster.TerminalProgress(operation + "ing")
+    progress = _JobProgress(operation + "ing")
     try:
         summary = getattr(cluster, operation)(client, sources, out, progress=progress, **options)
     except (AecError, OSError) as e:
@@ -339,10 +362,11 @@ def _on_cluster(operation: str, address: str, sources: tuple[str, ...], out: str
     if as_json:
         click.echo(json.dumps(summary, indent=1))
     else:
+        rate = f", mean {summary['mean_bpp']:.4f} bpp" if summary["files"] and operation == "compress" else ""
         click.echo(f"{summary['files']} files coded, {summary['skipped']} skipped (done before), "
                    f"{len(summary['failed'])} failed on {summary['workers']} workers: {summary['bytes_in']} bytes in, "
-                   f"{summary['bytes_out']} bytes out" + (f", mean {summary['mean_bpp']:.4f} bpp" if summary["files"] and operation == "compress" else "")
-                   + f", {summary['seconds']:.1f} s ({summary['files_per_second']:.2f} files/s)")
+                   f"{summary['bytes_out']} bytes out{rate}, {summary['seconds']:.1f} s "
+                   f"({summary['files_per_second']:.2f} files/s)")
     if summary["failed"]:
         raise click.exceptions.Exit(1)
 

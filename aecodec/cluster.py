@@ -9,21 +9,25 @@ worker. Tasks carry URLs, several files a task; the inputs are listed as a strea
 bounded window, so a collection of any size costs the scheduler a few thousand tasks at a time. Each
 worker process runs one task at a time, gives ONNX Runtime its share of the host's cores and loads the
 weights once (`AecodecWorker`). Before any work, every worker is checked: aecodec version, model,
-the extras the options need, and that it sees the inputs and the output folder.
+the extras the options need, that it sees the inputs and that it can write to the output folder.
 
 Exactly once in effect (`aecodec.collection`): an output appears only complete, after its receipt; a
 rerun skips an output whose receipt names the same input stamp and options and whose bytes verify.
 A worker lost mid-file costs that file's retry; a file whose worker dies on every attempt (memory,
-say) is reported as failed after MAX_RETRIES retries, and the rest go on.
+say) is reported as failed after the scheduler's allowed failures (`local`: MAX_RETRIES), and the
+rest go on. Which file that was is exact when the scheduler sends a worker one task at a time
+(worker-saturation 1.0, as `local` sets); otherwise a task waiting on a worker that dies is charged too.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import posixpath
 import sys
 import time
 import uuid
+from asyncio import CancelledError
 from collections import deque
 from itertools import islice
 from typing import Callable, Iterable, Iterator
@@ -37,7 +41,7 @@ from distributed import Client, KilledWorker, WorkerPlugin, as_completed  # noqa
 
 FILES_PER_TASK = 2  # a task of 2 Kodak-sized files is about a second on a core: cheap to schedule, a short tail
 TASKS_PER_WORKER = 4  # tasks submitted and not finished, per worker: the bounded window
-MAX_RETRIES = 2  # deaths of a worker on one task before it counts as the task's fault
+MAX_RETRIES = 2  # deaths of a worker on one task before it counts as the task's fault (local clusters)
 SUFFIX = {"compress": ".aec", "decompress": ".png"}
 # Modules each worker must be able to import for what the options ask.
 _NEEDS = {"effort": ("torch", "compressai")}
@@ -66,20 +70,28 @@ def decompress(client: Client, sources: Iterable[str], dest: str, scale: int = 1
     return run(client, "decompress", sources, dest, {"scale": scale}, force, progress, files_per_task)
 
 
-def local(workers: int, memory_limit: str | int = "auto", quiet: bool = True) -> Client:
-    """A client of a cluster of `workers` processes on this machine, one thread each."""
-    import logging
-
+def local(workers: int, memory_limit: str | int = "auto") -> Client:
+    """A client of a cluster of `workers` processes on this machine, one thread each, its scheduler set
+    as a job of aecodec's wants (LOCAL_CONFIG)."""
     import dask
     from distributed import LocalCluster
 
-    if quiet:  # a worker lost is reported by the job, not by the engine's logs
-        for name in ("distributed", "distributed.nanny", "distributed.scheduler", "distributed.worker"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-    # the workers' statistical profiler samples every thread's stack 100 times a second: not worth it here
-    with dask.config.set({"distributed.worker.profile.enabled": False}):
+    with dask.config.set(LOCAL_CONFIG):
         return Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                    memory_limit=memory_limit, dashboard_address=":0"))
+
+
+LOCAL_CONFIG = {
+    "distributed.scheduler.allowed-failures": MAX_RETRIES,
+    # one task on a worker at a time: a worker's death is charged to the task it was running only
+    "distributed.scheduler.worker-saturation": 1.0,
+    # the workers' statistical profiler samples every thread's stack 100 times a second, and the event
+    # loops' watchdog and system monitor wake 50 and 2 times a second: on a laptop's few cores that
+    # is time the coding loses (half of the scheduler's CPU, measured here), for nothing a job reads
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+}
 
 
 class AecodecWorker(WorkerPlugin):
@@ -117,23 +129,29 @@ def _restore_malloc() -> None:
     mallopt(m_trim_threshold, 64 * 2**20)  # twice it, as glibc's dynamic rule keeps
 
 
-def _facts(paths: list[str], modules: list[str]) -> dict:
-    """What a worker has: aecodec's version, the model, the modules wanted, the paths it sees, its cores."""
+def _facts(paths: list[str], dest: str, modules: list[str]) -> dict:
+    """What a worker has: aecodec's version, the model, the modules wanted, the paths it sees, whether it
+    can write to `dest` (a probe written and removed: an object store's new prefix does not yet exist), its cores."""
     from importlib.metadata import version
     from importlib.util import find_spec
 
     from . import weights
 
-    def sees(url: str) -> bool:
-        fs, path = collection._fs(url)
-        return fs.exists(path)
-
+    out = collection.Output(dest)
+    probe = posixpath.join(out.root, collection.JOB_DIR, f"probe-{uuid.uuid4().hex}")
+    try:
+        out.put(probe, b"")
+        out.fs.rm_file(probe)
+        writes = None
+    except OSError as e:
+        writes = str(e)
     return {"version": version("aecodec"), "model": weights.find_weights().model_id.hex(),
-            "missing": [m for m in modules if find_spec(m) is None], "unseen": [p for p in paths if not sees(p)],
+            "missing": [m for m in modules if find_spec(m) is None],
+            "unseen": [p for p in paths if not collection.exists(p)], "cannot_write": writes,
             "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1}
 
 
-def _check_workers(client: Client, roots: list[str], options: dict) -> dict:
+def _check_workers(client: Client, roots: list[str], dest: str, options: dict) -> dict:
     """Refuse, in one line naming the worker, a cluster that cannot run the job; set up the workers."""
     from . import weights
 
@@ -145,7 +163,7 @@ def _check_workers(client: Client, roots: list[str], options: dict) -> dict:
             raise ClusterError(f"worker {address} runs {w['nthreads']} threads: start workers with --nthreads 1 "
                                "(aecodec gives each worker process the cores it has)")
     modules = [m for option, needed in _NEEDS.items() if options.get(option) for m in needed]
-    facts = client.run(_facts, roots, modules, on_error="return")
+    facts = client.run(_facts, roots, dest, modules, on_error="return")
     mine = {"version": _version(), "model": weights.find_weights().model_id.hex()}
     for address, f in facts.items():
         if isinstance(f, BaseException):
@@ -160,6 +178,8 @@ def _check_workers(client: Client, roots: list[str], options: dict) -> dict:
         if f["unseen"]:
             raise ClusterError(f"worker {address} cannot see {f['unseen'][0]}: local paths need --cluster local:N "
                                "or a filesystem that every worker shares")
+        if f["cannot_write"]:
+            raise ClusterError(f"worker {address} cannot write to {dest}: {f['cannot_write']}")
     per_host: dict[str, int] = {}
     for w in info.values():
         per_host[w["host"]] = per_host.get(w["host"], 0) + 1
@@ -195,10 +215,10 @@ def _one(src: str, relative: str, op: str, options: dict, digest: str, out: coll
          run_id: str) -> dict:
     start = time.perf_counter()
     try:
-        fs, path = collection._fs(src)
+        fs, path = collection.filesystem(src)
         source = collection.stamp(fs.info(path))
         receipt = out.receipt(relative)
-        if receipt and receipt["src"] != src and _exists(receipt["src"]):
+        if receipt and receipt["src"] != src and collection.exists(receipt["src"]):
             raise transcode.JobError(f"{src}: its output {out.path(relative)} is also {receipt['src']}'s; "
                                      "rename one, or code them apart")
         if out.verifies(receipt, relative, source, digest):
@@ -226,16 +246,26 @@ def _one(src: str, relative: str, op: str, options: dict, digest: str, out: coll
     return {**result, "status": "done"}
 
 
-def _exists(url: str) -> bool:
-    fs, path = collection._fs(url)
-    return fs.exists(path)
+def _batches(sources: list[str], suffix: str, size: int, failed: list[dict]) -> Iterator[list[tuple[str, str]]]:
+    """The inputs as tasks of `size` (input URL, output path) pairs, listed as they come. A second input
+    with the same output (a.png and a.jpg, or one name in two sources) and a source that cannot be
+    listed are failures, and the rest go on."""
+    names = collection.Names()
 
+    def items():
+        for spec in sources:
+            try:
+                for item in collection.inputs(spec):
+                    relative = collection.with_suffix(item.relative, suffix)
+                    if names.add(relative):
+                        yield item.src, relative
+                    else:
+                        failed.append({"src": item.src, "error": f"{item.src}: its output {relative} is also an "
+                                                                 "earlier input's; rename one, or code them apart"})
+            except (OSError, ValueError) as e:
+                failed.append({"src": spec, "error": f"{spec}: cannot list it: {e}"})
 
-def _batches(sources: Iterable[str], suffix: str, size: int) -> Iterator[list[tuple[str, str]]]:
-    """The inputs as tasks of `size` (input URL, output path) pairs, listed as they come. Nothing is kept
-    of what was listed: two inputs with one output (a.png, a.jpg) are found by the receipts instead."""
-    stream = ((item.src, collection.with_suffix(item.relative, suffix)) for spec in sources
-              for item in collection.inputs(spec))
+    stream = items()
     while batch := list(islice(stream, size)):
         yield batch
 
@@ -243,24 +273,23 @@ def _batches(sources: Iterable[str], suffix: str, size: int) -> Iterator[list[tu
 def run(client: Client, op: str, sources: Iterable[str], dest: str, options: dict, force: bool = False,
         progress: Callable[[dict], None] | None = None, files_per_task: int = FILES_PER_TASK) -> dict:
     """The job: `op` ("compress" or "decompress") with `options` on every input of `sources`, outputs under `dest`."""
-    start = time.perf_counter()
-    sources = list(sources)
-    out = collection.Output(dest)
-    out.fs.makedirs(out.root, exist_ok=True)
-    roots = [collection.root(s) for s in sources] + [dest]
-    setup = _check_workers(client, roots, options)
     from . import weights
 
-    digest = collection.digest({"op": op, **options, "model": weights.find_weights().model_id.hex(),
-                                "aecodec": _version()})
+    start = time.perf_counter()
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    out = collection.Output(dest)
+    setup = _check_workers(client, [collection.root(s) for s in sources], dest, options)
+    # --strict changes only whether a missed target is written: not a reason to redo a file
+    digest = collection.digest({"op": op, **{k: v for k, v in options.items() if k != "strict"},
+                                "model": weights.find_weights().model_id.hex(), "aecodec": _version()})
     run_id = uuid.uuid4().hex
-    previous = client.run_on_scheduler(_allowed_failures, MAX_RETRIES)
+    attempts = client.run_on_scheduler(_allowed_failures) + 1
     counts = {"done": 0, "skipped": 0, "failed": 0, "listed": 0, "listing": True}
     totals = {"bytes_in": 0, "bytes_out": 0, "pixels": 0, "bpp": 0.0}
     failed: list[dict] = []
     missed: list[dict] = []  # files written at the nearest quality to a target none meets
     window = TASKS_PER_WORKER * setup["workers"]
-    batches = _batches(sources, SUFFIX[op], files_per_task)
+    batches = _batches(sources, SUFFIX[op], files_per_task, failed)
     retry: deque[list[tuple[str, str]]] = deque()
     running = as_completed()
     submitted: dict = {}
@@ -287,12 +316,12 @@ def run(client: Client, op: str, sources: Iterable[str], dest: str, options: dic
         refill()
         for future in running:
             batch = submitted.pop(future)
-            outcomes = _outcomes(future, batch, out, digest, retry)
-            for r in outcomes:
-                counts[r["status"]] += 1
+            for r in _outcomes(future, batch, out, digest, run_id, attempts, retry):
                 if r["status"] == "failed":
                     failed.append({"src": r["src"], "error": r["error"]})
-                elif r["status"] == "done":
+                    continue
+                counts[r["status"]] += 1
+                if r["status"] == "done":
                     for k in totals:
                         totals[k] += r[k]
                     if r.get("missed"):
@@ -303,9 +332,8 @@ def run(client: Client, op: str, sources: Iterable[str], dest: str, options: dic
                 progress(dict(counts))
         finished = True
     finally:
-        if not finished:  # interrupted: what runs now would write after the clean-up
+        if not finished:  # interrupted: tasks already running still finish; the next run cleans after them
             client.cancel(list(submitted))
-        client.run_on_scheduler(_allowed_failures, previous)
         out.clean()
     done = counts["done"]
     seconds = time.perf_counter() - start
@@ -315,60 +343,42 @@ def run(client: Client, op: str, sources: Iterable[str], dest: str, options: dic
             "seconds": seconds, "files_per_second": (done + counts["skipped"]) / seconds, **setup}
 
 
-def _outcomes(future, batch: list[tuple[str, str]], out: collection.Output, digest: str, retry: deque) -> list[dict]:
+def _outcomes(future, batch: list[tuple[str, str]], out: collection.Output, digest: str, run_id: str,
+              attempts: int, retry: deque) -> list[dict]:
     """A finished task's outcomes. A task whose workers all died: the files it finished are done (their
-    receipts say so), the first one it did not finish is the one that killed them, the rest go again."""
+    receipts say so), the first one it did not finish is the one they died on, the rest go again."""
     try:
         return future.result()
     except KilledWorker:
         outcomes, pending = [], []
         for src, relative in batch:
-            fs, path = collection._fs(src)
             receipt = out.receipt(relative)
-            if out.verifies(receipt, relative, collection.stamp(fs.info(path)), digest):  # one attempt finished it
-                outcomes.append({**receipt["result"], "status": "done"})
+            try:
+                fs, path = collection.filesystem(src)
+                finished = out.verifies(receipt, relative, collection.stamp(fs.info(path)), digest)
+            except OSError:  # the input is gone: it goes again, and fails with the reason
+                finished = False
+            if finished:
+                outcomes.append({**receipt["result"], "status": "done" if receipt["run"] == run_id else "skipped"})
             else:
                 pending.append((src, relative))
         if pending:
             src = pending[0][0]
             outcomes.append({"src": src, "status": "failed",
-                             "error": f"{src}: its worker died on each of {MAX_RETRIES + 1} attempts (out of memory?)"})
+                             "error": f"{src}: its worker died on each of {attempts} attempts (out of memory?)"})
         if pending[1:]:
             retry.append(pending[1:])
         return outcomes
-    except Exception as e:
+    except (Exception, CancelledError) as e:
         return [{"src": src, "status": "failed", "error": f"{src}: task failed: {type(e).__name__}: {e}"}
                 for src, _ in batch]
 
 
-def _allowed_failures(n: int, dask_scheduler=None) -> int:
-    previous, dask_scheduler.allowed_failures = dask_scheduler.allowed_failures, n
-    return previous
+def _allowed_failures(dask_scheduler=None) -> int:
+    return dask_scheduler.allowed_failures
 
 
 def _version() -> str:
     from importlib.metadata import version
 
     return version("aecodec")
-
-
-class TerminalProgress:
-    """A line on stderr, rewritten as files finish: done, skipped, failed, of how many listed, rate."""
-
-    def __init__(self, label: str):
-        self.label, self.start = label, time.perf_counter()
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, c: dict) -> None:
-        if not self.tty:
-            return
-        finished = c["done"] + c["skipped"] + c["failed"]
-        of = f"{c['listed']}{'+' if c['listing'] else ''}"
-        rate = finished / max(time.perf_counter() - self.start, 1e-9)
-        sys.stderr.write(f"\r{self.label}: {finished}/{of} files ({c['skipped']} skipped, {c['failed']} failed), "
-                         f"{rate:.1f} files/s ")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            sys.stderr.write("\n")

@@ -22,8 +22,9 @@ JOB_DIR = ".aecodec-job"
 # Object stores (and the in-process memory filesystem) write an object in one put: it appears whole
 # or not at all. Elsewhere an output is written under parts/ and then moved.
 _ONE_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
-# The fields of fsspec's info() that change when a file's content does, on the filesystems that have them.
-_STAMPS = ("size", "mtime", "LastModified", "ETag", "etag", "generation", "md5Hash", "created")
+# The fields of fsspec's info() that change when a file's content does, on the filesystems that have them
+# ("created" only where there is no mtime: on a local disk it is the ctime, which chmod and rsync -a move).
+_STAMPS = ("size", "mtime", "LastModified", "ETag", "etag", "generation", "md5Hash")
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,16 @@ class Item:
     relative: str
 
 
-def _fs(url: str):
+def filesystem(url: str):
+    """(the fsspec filesystem, the path on it) of a URL or a local path."""
     import fsspec
 
     return fsspec.core.url_to_fs(url)
+
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(url)
+    return fs.exists(path)
 
 
 def _url(fs, path: str) -> str:
@@ -54,13 +61,20 @@ def _magic_root(path: str) -> str:
     parts = path.split("/")
     for i, part in enumerate(parts):
         if any(c in part for c in "*?["):
-            return "/".join(parts[:i])
-    return posixpath.dirname(path)
+            return "/".join(parts[:i]) or "/"
+    return posixpath.dirname(path) or "/"
 
 
 def inputs(spec: str) -> Iterator[Item]:
     """The files that `spec` names, as they are listed (a folder walk is listed a folder at a time)."""
-    fs, path = _fs(spec)
+    for item in _listed(spec):
+        if item.relative.startswith("../") or item.relative == "..":
+            raise ValueError(f"{item.src} is outside {spec}")
+        yield item
+
+
+def _listed(spec: str) -> Iterator[Item]:
+    fs, path = filesystem(spec)
     path = path.rstrip("/") or "/"
     if any(c in path for c in "*?["):
         root = _magic_root(path)
@@ -81,7 +95,7 @@ def inputs(spec: str) -> Iterator[Item]:
             for line in lines:
                 if not line.strip():
                     continue
-                entry_fs, entry = _fs(line.strip()) if "://" in line else (fs, posixpath.join(base, line.strip()))
+                entry_fs, entry = filesystem(line.strip()) if "://" in line else (fs, posixpath.join(base, line.strip()))
                 entry = posixpath.normpath(entry)
                 inside = entry_fs is fs and entry.startswith(base.rstrip("/") + "/")
                 yield Item(_url(entry_fs, entry), posixpath.relpath(entry, base) if inside else posixpath.basename(entry))
@@ -91,9 +105,33 @@ def inputs(spec: str) -> Iterator[Item]:
         raise FileNotFoundError(f"{spec}: no such file, folder or matching files")
 
 
+class Names:
+    """Output paths listed so far, 8 bytes each (a 64-bit hash, in a sorted array merged now and then), so
+    that two inputs with one output are caught as they are listed, in memory ten million names can afford."""
+
+    MERGE = 1 << 16
+
+    def __init__(self):
+        import numpy as np
+
+        self._np, self._sorted, self._recent = np, np.empty(0, np.uint64), set()
+
+    def add(self, name: str) -> bool:
+        """False if `name` was added before."""
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+        at = int(self._np.searchsorted(self._sorted, self._np.uint64(key)))
+        if key in self._recent or (at < len(self._sorted) and int(self._sorted[at]) == key):
+            return False
+        self._recent.add(key)
+        if len(self._recent) >= self.MERGE:
+            recent = self._np.fromiter(self._recent, self._np.uint64, len(self._recent))
+            self._sorted, self._recent = self._np.union1d(self._sorted, recent), set()
+        return True
+
+
 def root(spec: str) -> str:
     """The URL of what a job's workers must see of `spec`: the folder a glob starts from, else `spec` itself."""
-    fs, path = _fs(spec)
+    fs, path = filesystem(spec)
     return _url(fs, _magic_root(path) if any(c in path for c in "*?[") else path.rstrip("/") or "/")
 
 
@@ -104,7 +142,10 @@ def with_suffix(relative: str, suffix: str) -> str:
 
 def stamp(info: dict) -> dict:
     """What identifies a version of a file: its size and its filesystem's modification stamps."""
-    return {k: str(info[k]) for k in _STAMPS if k in info}
+    found = {k: str(info[k]) for k in _STAMPS if k in info}
+    if found.keys() <= {"size"} and "created" in info:  # memory://: a rewrite makes a new file
+        found["created"] = str(info["created"])
+    return found
 
 
 def digest(options: dict) -> str:
@@ -116,7 +157,7 @@ class Output:
     """An output folder: where each output goes, its receipt, and writes that appear only complete."""
 
     def __init__(self, url: str):
-        self.fs, self.root = _fs(url)
+        self.fs, self.root = filesystem(url)
         self.root = self.root.rstrip("/")
         self.url = url
         self.parts = posixpath.join(self.root, JOB_DIR, "parts")

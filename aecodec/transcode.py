@@ -8,9 +8,13 @@ can report it and go on.
 from __future__ import annotations
 
 import io
-from typing import Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Callable
 
 from .errors import AecError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 Progress = Callable[[int, int], None]
 
@@ -68,7 +72,7 @@ def compress(data: bytes, name: str, quality: float, target: dict, denoise: floa
     return out, {"pixels": pixels, "bpp": len(out) * 8 / pixels, "quality": quality, "effort": effort, **extra}
 
 
-def decompress(data: bytes, name: str, scale: int, progress: Progress | None = None):
+def decompress(data: bytes, name: str, scale: int, progress: Progress | None = None) -> tuple[Image.Image, dict]:
     """(the image, what was decoded: pixels coded, bpp, size, mode) of the .aec file `data`."""
     from . import codec
 
@@ -81,7 +85,7 @@ def decompress(data: bytes, name: str, scale: int, progress: Progress | None = N
                    "size": f"{image.width}x{image.height}", "mode": image.mode}
 
 
-def save_image(image, fp, fmt: str, name: str) -> None:
+def save_image(image: Image.Image, fp: Path | IO[bytes], fmt: str, name: str) -> None:
     """`image` written to `fp` (a path or a binary file) in `fmt`, with the ICC profile and EXIF the
     format can carry."""
     if fmt == "JPEG" and image.mode in ("LA", "RGBA"):

@@ -248,3 +248,41 @@ def test_encoder_effort_on_the_workers(client, tmp_path):
     data = (dest / "x.aec").read_bytes()
     assert data != aecodec.compress(pixels, quality=3)  # refined latents, not g_a's
     assert np.asarray(aecodec.decompress(data)).shape == pixels.shape
+
+
+def test_two_inputs_with_one_output_and_a_glob_at_the_root():
+    import fsspec
+    from distributed import Client, LocalCluster
+
+    fs = fsspec.filesystem("memory")
+    for name, seed in (("a.png", 1), ("a.jpg", 2), ("b.png", 3)):
+        with fs.open(f"/{name}", "wb") as f:
+            Image.fromarray(synthetic_image(32, 32, seed=seed)).save(f, format="PNG" if name.endswith("png") else "JPEG")
+    names = collection.Names()
+    assert names.add("x/a.aec") and not names.add("x/a.aec") and names.add("x/b.aec")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as lc, Client(lc) as c:
+        summary = cluster.compress(c, ["memory:///*.*"], "memory://fresh/out", files_per_task=1)
+        assert summary["files"] == 2  # a.jpg and b.png (sorted: a.jpg first), inside the new output folder
+        assert [f["src"] for f in summary["failed"]] == ["memory:///a.png"]
+        assert "also an earlier input's" in summary["failed"][0]["error"]
+        assert sorted(fs.ls("/fresh/out", detail=False)) == ["/fresh/out/.aecodec-job", "/fresh/out/a.aec", "/fresh/out/b.aec"]
+    fs.rm(["/a.png", "/a.jpg", "/b.png", "/fresh"], recursive=True)
+
+
+def test_an_interrupted_run_is_finished_by_the_next(client, tmp_path):
+    src, dest = tmp_path / "in", tmp_path / "out"
+    images = collection_folder(src, good=16)
+
+    def interrupt(counts: dict) -> None:
+        if counts["done"] >= 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cluster.compress(client, [str(src)], str(dest), progress=interrupt, files_per_task=1)
+    coded = len(list(dest.rglob("*.aec")))
+    assert 4 <= coded < 16
+    summary = cluster.compress(client, [str(src)], str(dest))
+    assert summary["skipped"] >= 4 and summary["files"] + summary["skipped"] == 16
+    for rel, pixels in images.items():
+        assert np.asarray(aecodec.decompress((dest / rel).with_suffix(".aec").read_bytes())).shape == pixels.shape
+    assert not leftovers(dest)
