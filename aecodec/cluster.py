@@ -21,6 +21,7 @@ rest go on. Which file that was is exact when the scheduler sends a worker one t
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import posixpath
@@ -132,10 +133,7 @@ def _restore_malloc() -> None:
 def _facts(paths: list[str], dest: str, modules: list[str]) -> dict:
     """What a worker has: aecodec's version, the model, the modules wanted, the paths it sees, whether it
     can write to `dest` (a probe written and removed: an object store's new prefix does not yet exist), its cores."""
-    from importlib.metadata import version
     from importlib.util import find_spec
-
-    from . import weights
 
     out = collection.Output(dest)
     probe = posixpath.join(out.root, collection.JOB_DIR, f"probe-{uuid.uuid4().hex}")
@@ -145,16 +143,22 @@ def _facts(paths: list[str], dest: str, modules: list[str]) -> dict:
         writes = None
     except OSError as e:
         writes = str(e)
-    return {"version": version("aecodec"), "model": weights.find_weights().model_id.hex(),
-            "missing": [m for m in modules if find_spec(m) is None],
+    return {**_identity(), "missing": [m for m in modules if find_spec(m) is None],
             "unseen": [p for p in paths if not collection.exists(p)], "cannot_write": writes,
             "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1}
 
 
-def _check_workers(client: Client, roots: list[str], dest: str, options: dict) -> dict:
-    """Refuse, in one line naming the worker, a cluster that cannot run the job; set up the workers."""
+def _identity() -> dict:
+    """This process's aecodec version and model id, which every worker must share with the job."""
+    from importlib.metadata import version
+
     from . import weights
 
+    return {"version": version("aecodec"), "model": weights.find_weights().model_id.hex()}
+
+
+def _check_workers(client: Client, roots: list[str], dest: str, options: dict, mine: dict) -> dict:
+    """Refuse, in one line naming the worker, a cluster that cannot run the job; set up the workers."""
     info = _workers(client)
     if not info:
         raise ClusterError("the cluster has no workers; start some (docs/CLUSTER.md) or use --cluster local:N")
@@ -164,7 +168,6 @@ def _check_workers(client: Client, roots: list[str], dest: str, options: dict) -
                                "(aecodec gives each worker process the cores it has)")
     modules = [m for option, needed in _NEEDS.items() if options.get(option) for m in needed]
     facts = client.run(_facts, roots, dest, modules, on_error="return")
-    mine = {"version": _version(), "model": weights.find_weights().model_id.hex()}
     for address, f in facts.items():
         if isinstance(f, BaseException):
             raise ClusterError(f"worker {address} cannot run aecodec: {type(f).__name__}: {f}")
@@ -198,9 +201,18 @@ def _workers(client: Client) -> dict:
 
 
 def _work(batch: list[tuple[str, str]], op: str, options: dict, digest: str, dest: str, force: bool,
-          run_id: str) -> list[dict]:
+          run_id: str, expected: dict) -> list[dict]:
     """One task, on a worker: each (input URL, output path relative to `dest`) coded, skipped or failed.
-    `run_id` tells the outputs of this run (a task retried after its worker died) from those of earlier ones."""
+    `run_id` tells the outputs of this run (a task retried after its worker died) from those of earlier
+    ones; `expected` is the release and model of the job, which a worker that joined after the check
+    may not have."""
+    mine = _worker_identity()
+    if mine != expected:
+        from distributed import get_worker
+
+        reason = (f"worker {get_worker().address} has aecodec {mine['version']} and model {mine['model']}, the job "
+                  f"{expected['version']} and {expected['model']}: install the same release there and run again")
+        return [{"src": src, "status": "failed", "error": f"{src}: {reason}"} for src, _ in batch]
     out = collection.Output(dest)
     if options.get("effort"):  # torch takes OMP_NUM_THREADS, which Dask sets to 1: give it the worker's cores
         import torch
@@ -209,6 +221,11 @@ def _work(batch: list[tuple[str, str]], op: str, options: dict, digest: str, des
 
         torch.set_num_threads(runtime.threads())
     return [_one(src, relative, op, options, digest, out, force, run_id) for src, relative in batch]
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_identity() -> dict:
+    return _identity()
 
 
 def _one(src: str, relative: str, op: str, options: dict, digest: str, out: collection.Output, force: bool,
@@ -278,10 +295,11 @@ def run(client: Client, op: str, sources: Iterable[str], dest: str, options: dic
     start = time.perf_counter()
     sources = [sources] if isinstance(sources, str) else list(sources)
     out = collection.Output(dest)
-    setup = _check_workers(client, [collection.root(s) for s in sources], dest, options)
+    expected = {"version": _version(), "model": weights.find_weights().model_id.hex()}
+    setup = _check_workers(client, [collection.root(s) for s in sources], dest, options, expected)
     # --strict changes only whether a missed target is written: not a reason to redo a file
     digest = collection.digest({"op": op, **{k: v for k, v in options.items() if k != "strict"},
-                                "model": weights.find_weights().model_id.hex(), "aecodec": _version()})
+                                "model": expected["model"], "aecodec": expected["version"]})
     run_id = uuid.uuid4().hex
     attempts = client.run_on_scheduler(_allowed_failures) + 1
     counts = {"done": 0, "skipped": 0, "failed": 0, "listed": 0, "listing": True}
@@ -295,7 +313,7 @@ def run(client: Client, op: str, sources: Iterable[str], dest: str, options: dic
     submitted: dict = {}
 
     def submit(batch):
-        future = client.submit(_work, batch, op, options, digest, dest, force, run_id, pure=False)
+        future = client.submit(_work, batch, op, options, digest, dest, force, run_id, expected, pure=False)
         submitted[future] = batch
         running.add(future)
 

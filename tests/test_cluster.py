@@ -172,6 +172,14 @@ def test_workers_that_do_not_match_are_refused(monkeypatch):
         monkeypatch.setattr(cluster, "_version", lambda: "9.9.9")
         with pytest.raises(cluster.ClusterError, match=r"worker .* has version .*, this machine 9\.9\.9"):
             cluster.compress(c, ["memory://x"], "memory://y")
+        # a worker that joined after the check: its tasks fail, naming it, and code nothing
+        monkeypatch.setattr(cluster, "_check_workers", lambda *args: {"workers": 1, "runtime_threads": 1})
+        fs = __import__("fsspec").filesystem("memory")
+        fs.pipe_file("/late/x.png", b"never read")
+        summary = cluster.compress(c, ["memory://late"], "memory://late-out")
+        assert summary["files"] == 0 and "has aecodec" in summary["failed"][0]["error"]
+        assert not fs.exists("/late-out/x.aec")
+        fs.rm(["/late", "/late-out"], recursive=True)
         monkeypatch.undo()
         monkeypatch.setattr(cluster, "_NEEDS", {"effort": ("no_such_module",)})
         with pytest.raises(cluster.ClusterError, match="lacks no_such_module, which effort needs"):
