@@ -123,9 +123,10 @@ def test_denoise_windows_cover_a_second_refiner(monkeypatch, tmp_path):
     from aecodec.weights import find_weights
 
     shipped = load_head("denoising")
-    grown = Denoising(dataclasses.replace(shipped.config, second_channels=8, second_layers=8, second_fold=2))
-    grown.load_state_dict(shipped.state_dict(), strict=False)
-    with torch.no_grad():
+    with torch.random.fork_rng(), torch.no_grad():  # the same grown head whatever ran before
+        torch.manual_seed(0)
+        grown = Denoising(dataclasses.replace(shipped.config, second_channels=8, second_layers=8, second_fold=2))
+        grown.load_state_dict(shipped.state_dict(), strict=False)
         grown.second[-2].weight.normal_(std=0.05)
     weights, backbone = codec.coding_model()
     path = tmp_path / "grown.safetensors"
@@ -133,14 +134,17 @@ def test_denoise_windows_cover_a_second_refiner(monkeypatch, tmp_path):
                  backbone=(load_model(weights), weights.path))
     head = HeadModel(find_weights("grown", tmp_path), backbone)
     assert head.margin("refine") == 64  # g_s's 30 px and the refiners' 4 + 17 px, in whole latent elements
+    window = np.random.default_rng(1).random((3, 32, 32), np.float32)
+    inputs = {"noisy": window, "decoded": window, "sigma": np.array([25], np.float32)}
+    assert np.abs(head.run("refine", **inputs) - codec.head("denoising").run("refine", **inputs)).max() > 2 / 255
     image = Image.fromarray(noisy(synthetic_image(150, 200, seed=5), 25))
-    plain = np.asarray(enhance.denoise(image, 25))
+    plain = np.asarray(enhance.denoise(image, 25, collaborative=False))
     monkeypatch.setattr(codec, "head", lambda kind: head)
     monkeypatch.setattr(enhance, "head", lambda kind: head)
-    whole = np.asarray(enhance.denoise(image, 25))
+    whole = np.asarray(enhance.denoise(image, 25, collaborative=False))
     assert not np.array_equal(whole, plain)  # the second refiner is at work
     monkeypatch.setattr(codec, "WINDOW_PIXELS", 160 * 160)
-    assert np.array_equal(np.asarray(enhance.denoise(image, 25)), whole)
+    assert np.array_equal(np.asarray(enhance.denoise(image, 25, collaborative=False)), whole)
 
 
 def test_denoise_keeps_mode_alpha_and_metadata(photo):
