@@ -47,6 +47,13 @@ def coding_model():
     return load_coding_model()
 
 
+def context_model():
+    """(weights, `integer_context.IntegerContext`) of the installed context model, loaded once per process."""
+    from .weights import load_context
+
+    return load_context()
+
+
 def head(kind: str):
     """`runtime.HeadModel` of a head ("super-resolution" or "denoising"), loaded once per process."""
     from .weights import load_coding_head
@@ -178,17 +185,19 @@ def analyse(image, tile: int, progress: Progress | None, icc: bytes | None, exif
 
 
 def encode(analysis: Analysis, quality: float, tile: int,
-           latents: tuple[np.ndarray, np.ndarray] | None = None) -> bytes:
+           latents: tuple[np.ndarray, np.ndarray] | None = None, context: bool = False) -> bytes:
     """The .aec bytes of an analysed image at one quality; `latents` (the gained y and z, as
-    `effort.refine` gives them) are coded in place of g_a's and h_a's."""
+    `effort.refine` gives them) are coded in place of g_a's and h_a's. `context`: y coded with the
+    context model (format version 3), else with the hyperprior alone (version 2)."""
     try:
         q_code = container.quantize_quality(float(quality))
     except ValueError as e:
         raise AecError(str(e)) from None
     weights, model = coding_model()
     width, height = analysis.size
+    context_weights, ctx = context_model() if context else (None, None)
     header = Header(analysis.mode, weights.model_id, width, height, q_code / container.QUALITY_SCALE, tile,
-                    analysis.icc, analysis.exif)
+                    analysis.icc, analysis.exif, *((container.CONTEXT_VERSION, context_weights.model_id) if context else ()))
     k = model.Z_PER_Y
     rows, cols = analysis.latent.shape[1:]
     tiles = grid.windows(rows // k, cols // k, tile // TILE_ALIGN, HYPER_MARGIN)  # in z elements
@@ -205,19 +214,30 @@ def encode(analysis: Analysis, quality: float, tile: int,
         y = analysis.latent[grid.slices(keep, scale=k)] * gain if latents is None else latents[0][grid.slices(keep, scale=k)]
         z = z_values[grid.slices(keep)]
         scales, means = _hyper_synthesis(model, z_values, keep, window, version=container.VERSION)
-        y_values = np.round(y.astype(np.float64) - means).astype(np.int64)
-        streams.append(TileStreams(entropy.encode(z, _z_indexes(z.shape), model.z_tables),
-                                   entropy.encode(y_values, model.table_indexes(scales), model.y_tables)))
+        y = y.astype(np.float64)
+        if ctx is None:
+            y_stream = entropy.encode(np.round(y - means), model.table_indexes(scales), model.y_tables)
+        else:
+            encoder = entropy.Encoder()
+
+            def code(part, chosen, index, mean):
+                values = np.round(y[part][:, chosen].ravel() - mean)
+                encoder.encode(values, index, model.y_tables)
+                return values
+
+            ctx.code_y(model.table_indexes(scales), means, header.quality, code)
+            y_stream = encoder.finish()
+        streams.append(TileStreams(entropy.encode(z, _z_indexes(z.shape), model.z_tables), y_stream))
     alpha = zlib.compress(np.ascontiguousarray(analysis.pixels[:, :, -1]).tobytes(), 9) if header.has_alpha else None
     return container.build(Container(header, tuple(streams), alpha))
 
 
 def encode_at_effort(analysis: Analysis, quality: float, tile: int, effort: int,
-                     progress: Progress | None = None) -> bytes:
+                     progress: Progress | None = None, context: bool = False) -> bytes:
     """`encode`, and at an effort above 0 also the file of the latents refined for this image
     (`effort`): whichever of the two has the lower true cost (lambda * 255^2 * MSE + bpp, measured
     on the decoded file), so effort never makes a file worse."""
-    plain = encode(analysis, quality, tile)
+    plain = encode(analysis, quality, tile, context=context)
     if not effort:
         return plain
     from .effort import STEPS, check_effort, lambda_of, refine
@@ -231,7 +251,7 @@ def encode_at_effort(analysis: Analysis, quality: float, tile: int, effort: int,
     rows, cols = analysis.latent.shape[1:]
     tiles = grid.boxes(rows // k, cols // k, tile // TILE_ALIGN)  # in z elements, in coding order
     tuned = encode(analysis, q, tile, refine(colour, analysis.latent, q, STEPS[effort], tiles, HYPER_MARGIN,
-                                             MARGIN // STRIDE, progress))
+                                             MARGIN // STRIDE, progress), context)
     weight = lambda_of(model.lambdas, q)
 
     def true_cost(data: bytes) -> float:
@@ -242,7 +262,7 @@ def encode_at_effort(analysis: Analysis, quality: float, tile: int, effort: int,
 
 def compress(image, quality: float = DEFAULT_QUALITY, *, tile: int = DEFAULT_TILE, progress: Progress | None = None,
              icc: bytes | None = None, exif: bytes | None = None, denoise: float | str | None = None,
-             effort: int = 0) -> bytes:
+             effort: int = 0, context: bool = False) -> bytes:
     """Compress an image into the bytes of an .aec file.
 
     Args:
@@ -257,6 +277,8 @@ def compress(image, quality: float = DEFAULT_QUALITY, *, tile: int = DEFAULT_TIL
         effort: 0 (g_a's latents), or 1, 2, 3: that many more steps of refining the latents for this
             image (`aecodec.effort`; needs the train extra), for fewer bits at the same quality. The
             file decodes with the ordinary decoder; `progress` then also counts the steps.
+        context: code y with the context model (format version 3: fewer bits, a slower decode),
+            else with the hyperprior alone (version 2).
     """
     if effort:
         from .effort import check_effort
@@ -264,7 +286,8 @@ def compress(image, quality: float = DEFAULT_QUALITY, *, tile: int = DEFAULT_TIL
         check_effort(effort)  # a bad value or a missing extra is said before any work
         if denoise is not None:
             raise AecError("effort refines the latents against the image as given: it does not go with denoise")
-    return encode_at_effort(analyse(image, tile, progress, icc, exif, denoise), quality, tile, effort, progress)
+    return encode_at_effort(analyse(image, tile, progress, icc, exif, denoise), quality, tile, effort, progress,
+                            context)
 
 
 def _hyper_synthesis(model, z_values: np.ndarray, keep: Box, window: Box, version: int):
@@ -317,6 +340,7 @@ def decode(data: bytes, progress: Progress | None, finish: Finish | None = None,
     weights, model = coding_model()
     if header.model_id != weights.model_id:
         raise ModelMismatchError(header.model_id, weights.model_id)
+    ctx = _context_for(header) if header.version == container.CONTEXT_VERSION else None
     k = model.Z_PER_Y
     rows, cols = _latent_size(header.width, header.height)
     if header.version == 1:  # each coding tile alone: float64 h_s, synthesised without margin
@@ -336,8 +360,14 @@ def decode(data: bytes, progress: Progress | None, finish: Finish | None = None,
         z[...] = entropy.decode(streams.z, _z_indexes(z.shape), model.z_tables).reshape(z.shape)
     for (keep, window), streams in zip(tiles, c.tiles):
         scales, means = _hyper_synthesis(model, z_values, keep, window, header.version)
-        y_values = entropy.decode(streams.y, model.table_indexes(scales), model.y_tables)
-        y_hat[grid.slices(keep, scale=k)] = y_values.reshape(means.shape) + means
+        if ctx is None:
+            y_values = entropy.decode(streams.y, model.table_indexes(scales), model.y_tables)
+            y_hat[grid.slices(keep, scale=k)] = y_values.reshape(means.shape) + means
+        else:
+            decoder = entropy.Decoder(streams.y)
+            y_hat[grid.slices(keep, scale=k)] = ctx.code_y(
+                model.table_indexes(scales), means, header.quality,
+                lambda part, chosen, index, mean: decoder.decode(index, model.y_tables))
         steps.advance()
     for keep, window in windows:
         x, features = model.synthesise(y_hat[grid.slices(window)], header.quality)
@@ -367,6 +397,19 @@ def decode(data: bytes, progress: Progress | None, finish: Finish | None = None,
     if header.exif:
         image.info["exif"] = header.exif
     return image
+
+
+def _context_for(header: Header):
+    """The installed context model, if it is the one that coded this file."""
+    from .weights import WeightsError
+
+    try:
+        weights, ctx = context_model()
+    except WeightsError as e:
+        raise AecError(f"this file was coded with context model {header.context_id.hex()}: {e}") from None
+    if weights.model_id != header.context_id:
+        raise ModelMismatchError(header.context_id, weights.model_id, "context model")
+    return ctx
 
 
 def _alpha_plane(data: bytes, width: int, height: int) -> np.ndarray:

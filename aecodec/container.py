@@ -3,8 +3,8 @@
 Every field is checked against its limits before anything is allocated from it, and every problem
 raises `FormatError` with a message saying what is wrong.
 
-Layout: fixed header, ICC profile, EXIF, then per tile the z and y streams, the alpha plane for
-modes with alpha, and a CRC-32 of everything before it.
+Layout: fixed header (version 3: then the context model's id), ICC profile, EXIF, then per tile the
+z and y streams, the alpha plane for modes with alpha, and a CRC-32 of everything before it.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import BinaryIO
 from .errors import FormatError
 
 MAGIC = b"\x89AEC"
-VERSION = 2  # what this encoder writes
-READABLE = (1, 2)  # what this decoder reads: 1 has a float h_s and no window overlap
+VERSION = 2  # what this encoder writes with the hyperprior alone
+CONTEXT_VERSION = 3  # what it writes with the context model: y coded in passes
+READABLE = (1, 2, 3)  # what this decoder reads: 1 has a float h_s and no window overlap
 MODES = ("L", "LA", "RGB", "RGBA")
 TILE_ALIGN = 64  # the transforms' total stride: z is 1/64 of the image on each side
 MAX_SIDE = 65535
@@ -30,6 +31,7 @@ QUALITY_MIN, QUALITY_MAX = 1.0, 8.0
 MAX_METADATA = 1 << 24  # bytes of ICC profile, and of EXIF, at most
 
 _HEADER = struct.Struct(">4sBB8sIIHH")  # magic, version, mode, model id, width, height, quality, tile
+_CONTEXT_ID = struct.Struct(">8s")  # version 3: the context model's id
 _LENGTH = struct.Struct(">I")
 _CRC = struct.Struct(">I")
 
@@ -47,6 +49,7 @@ class Header:
     icc: bytes = b""  # ICC profile, as found in the source image (empty: none)
     exif: bytes = b""  # EXIF block as Pillow reads and writes it (empty: none); orientation not applied
     version: int = VERSION
+    context_id: bytes = b""  # version 3: the id of the context model that coded y (empty: the hyperprior alone)
 
     @property
     def tiles_x(self) -> int:
@@ -92,6 +95,9 @@ def _check_header(h: Header) -> None:
         raise FormatError(f"unknown image mode {h.mode!r}")
     if len(h.model_id) != 8:
         raise FormatError("model id must be 8 bytes")
+    if len(h.context_id) != (8 if h.version == CONTEXT_VERSION else 0):
+        raise FormatError(f"a version {h.version} file {'needs' if h.version == CONTEXT_VERSION else 'has no'} "
+                          "context model id")
     if not (1 <= h.width <= MAX_SIDE and 1 <= h.height <= MAX_SIDE) or h.width * h.height > MAX_PIXELS:
         raise FormatError(f"image size {h.width}x{h.height} is outside the limits ({MAX_SIDE} a side, {MAX_PIXELS} pixels)")
     if not (QUALITY_MIN <= h.quality <= QUALITY_MAX):
@@ -112,7 +118,7 @@ def build(c: Container) -> bytes:
         raise ValueError(f"mode {h.mode} {'needs' if h.has_alpha else 'has no'} alpha plane")
     parts = [_HEADER.pack(MAGIC, h.version, MODES.index(h.mode), h.model_id, h.width, h.height,
                           quantize_quality(h.quality), h.tile),
-             _LENGTH.pack(len(h.icc)), h.icc, _LENGTH.pack(len(h.exif)), h.exif]
+             h.context_id, _LENGTH.pack(len(h.icc)), h.icc, _LENGTH.pack(len(h.exif)), h.exif]
     for t in c.tiles:
         parts += [_LENGTH.pack(len(t.z)), t.z, _LENGTH.pack(len(t.y)), t.y]
     if c.alpha is not None:
@@ -130,13 +136,18 @@ def read_header(fp: BinaryIO) -> Header:
         raise FormatError(f"truncated .aec file: {len(data)} bytes, the header alone is {_HEADER.size}")
     magic, version, mode, model_id, width, height, quality, tile = _HEADER.unpack_from(data)
     if version not in READABLE:
-        newer = "a newer" if version > VERSION else "an unknown"
+        newer = "a newer" if version > max(READABLE) else "an unknown"
         raise FormatError(f"this .aec file is format version {version}, made by {newer} aecodec; "
                           f"this decoder reads versions {', '.join(map(str, READABLE))}")
     if mode >= len(MODES):
         raise FormatError(f"unknown image mode code {mode}")
+    context_id = b""
+    if version == CONTEXT_VERSION:
+        context_id = fp.read(_CONTEXT_ID.size)
+        if len(context_id) < _CONTEXT_ID.size:
+            raise FormatError("truncated .aec file: the context model id is missing")
     header = Header(MODES[mode], model_id, width, height, quality / QUALITY_SCALE, tile,
-                    _read_metadata(fp, "ICC profile"), _read_metadata(fp, "EXIF"), version)
+                    _read_metadata(fp, "ICC profile"), _read_metadata(fp, "EXIF"), version, context_id)
     _check_header(header)
     return header
 

@@ -54,54 +54,83 @@ def _groups(indexes: np.ndarray, n_tables: int) -> tuple[np.ndarray, np.ndarray]
     return order, starts
 
 
+class Encoder:
+    """One stream, coded in passes: each pass's symbols grouped by table, then its escaped values.
+    A decoder reads the passes back in the same order (`Decoder`), so a pass's tables may depend on
+    the values of the passes before it."""
+
+    def __init__(self):
+        self._coder = constriction.stream.queue.RangeEncoder()
+
+    def encode(self, values: np.ndarray, indexes: np.ndarray, tables: CdfTables) -> None:
+        """Code integer `values` (flat), each with the table named by `indexes` (same shape)."""
+        values = np.asarray(values, dtype=np.int64).ravel()
+        indexes = np.asarray(indexes, dtype=np.int64).ravel()
+        order, starts = _groups(indexes, len(tables.pmfs))
+        escaped = []
+        for t in range(len(tables.pmfs)):
+            if starts[t] == starts[t + 1]:
+                continue
+            v = values[order[starts[t] : starts[t + 1]]]
+            symbols = v - tables.offsets[t]
+            escape = len(tables.pmfs[t]) - 1
+            out = (symbols < 0) | (symbols >= escape)
+            symbols[out] = escape
+            escaped.append(v[out])
+            self._coder.encode(symbols.astype(np.int32), tables.model(t))
+        for v in np.concatenate(escaped) if escaped else ():
+            _encode_escape(self._coder, int(v))
+
+    def finish(self) -> bytes:
+        return self._coder.get_compressed().astype("<u4").tobytes()
+
+
+class Decoder:
+    """The passes of an `Encoder`'s stream, in order."""
+
+    def __init__(self, data: bytes):
+        if len(data) % 4:
+            raise FormatError("entropy-coded stream length is not a multiple of 4 bytes")
+        try:
+            self._coder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+        except (RuntimeError, ValueError) as e:
+            raise FormatError(f"corrupt entropy-coded stream ({e or type(e).__name__})") from None
+
+    def decode(self, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
+        """The values of the next pass, flat, in the order of `indexes`."""
+        indexes = np.asarray(indexes, dtype=np.int64).ravel()
+        if indexes.size and (indexes.min() < 0 or indexes.max() >= len(tables.pmfs)):
+            raise ValueError("table index out of range")
+        values = np.empty(indexes.size, dtype=np.int64)
+        try:
+            order, starts = _groups(indexes, len(tables.pmfs))
+            escaped = []
+            for t in range(len(tables.pmfs)):
+                count = starts[t + 1] - starts[t]
+                if count == 0:
+                    continue
+                symbols = self._coder.decode(tables.model(t), count).astype(np.int64)
+                positions = order[starts[t] : starts[t + 1]]
+                escape = len(tables.pmfs[t]) - 1
+                values[positions] = symbols + tables.offsets[t]
+                escaped.append(positions[symbols == escape])
+            for pos in np.concatenate(escaped) if escaped else ():
+                values[pos] = _decode_escape(self._coder)
+        except (RuntimeError, ValueError, OverflowError, AssertionError) as e:  # constriction asserts on some invalid data
+            raise FormatError(f"corrupt entropy-coded stream ({e or type(e).__name__})") from None
+        return values
+
+
 def encode(values: np.ndarray, indexes: np.ndarray, tables: CdfTables) -> bytes:
-    """Code integer `values` (flat), each with the table named by `indexes` (same shape), into bytes."""
-    values = np.asarray(values, dtype=np.int64).ravel()
-    indexes = np.asarray(indexes, dtype=np.int64).ravel()
-    coder = constriction.stream.queue.RangeEncoder()
-    order, starts = _groups(indexes, len(tables.pmfs))
-    escaped = []
-    for t in range(len(tables.pmfs)):
-        if starts[t] == starts[t + 1]:
-            continue
-        v = values[order[starts[t] : starts[t + 1]]]
-        symbols = v - tables.offsets[t]
-        escape = len(tables.pmfs[t]) - 1
-        out = (symbols < 0) | (symbols >= escape)
-        symbols[out] = escape
-        escaped.append(v[out])
-        coder.encode(symbols.astype(np.int32), tables.model(t))
-    for v in np.concatenate(escaped) if escaped else ():
-        _encode_escape(coder, int(v))
-    return coder.get_compressed().astype("<u4").tobytes()
+    """A stream of one pass: `values` (flat), each with the table named by `indexes` (same shape)."""
+    encoder = Encoder()
+    encoder.encode(values, indexes, tables)
+    return encoder.finish()
 
 
 def decode(data: bytes, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
     """Inverse of `encode`: the values, flat, in the order of `indexes`."""
-    if len(data) % 4:
-        raise FormatError("entropy-coded stream length is not a multiple of 4 bytes")
-    indexes = np.asarray(indexes, dtype=np.int64).ravel()
-    if indexes.size and (indexes.min() < 0 or indexes.max() >= len(tables.pmfs)):
-        raise ValueError("table index out of range")
-    values = np.empty(indexes.size, dtype=np.int64)
-    try:
-        coder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
-        order, starts = _groups(indexes, len(tables.pmfs))
-        escaped = []
-        for t in range(len(tables.pmfs)):
-            count = starts[t + 1] - starts[t]
-            if count == 0:
-                continue
-            symbols = coder.decode(tables.model(t), count).astype(np.int64)
-            positions = order[starts[t] : starts[t + 1]]
-            escape = len(tables.pmfs[t]) - 1
-            values[positions] = symbols + tables.offsets[t]
-            escaped.append(positions[symbols == escape])
-        for pos in np.concatenate(escaped) if escaped else ():
-            values[pos] = _decode_escape(coder)
-    except (RuntimeError, ValueError, OverflowError, AssertionError) as e:  # constriction asserts on some invalid data
-        raise FormatError(f"corrupt entropy-coded stream ({e or type(e).__name__})") from None
-    return values
+    return Decoder(data).decode(indexes, tables)
 
 
 def _encode_escape(coder, v: int) -> None:

@@ -12,9 +12,9 @@ class FormatError(AecError):
 class ModelMismatchError(FormatError):
     """The file was made by other weights than the ones loaded."""
 
-    def __init__(self, needed: bytes, loaded: bytes):
+    def __init__(self, needed: bytes, loaded: bytes, what: str = "model"):
         super().__init__(
-            f"this file needs model {needed.hex()}, but the loaded weights are model {loaded.hex()}; "
+            f"this file needs {what} {needed.hex()}, but the loaded weights are {what} {loaded.hex()}; "
             "install the aecodec release that made it, or point AECODEC_WEIGHTS at its weights"
         )
         self.needed = needed

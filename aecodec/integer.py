@@ -95,8 +95,42 @@ def _run(layers, a: np.ndarray, activation, matmul: MatMul) -> tuple[np.ndarray,
         if k == len(layers) - 1:
             out = s * to_real
             return out[: len(out) // 2], out[len(out) // 2 :]
-        a = activation(np.where(s >= 0, s, s * SLOPE), to_real)
+        a = activation(leaky(s), to_real)
     raise ValueError("h_s has no layers")
+
+
+def integer_layer(w: np.ndarray, b: np.ndarray | None, out_dim: int = 0, name: str = "layer"):
+    """A trained convolution's float32 weight (output channels along `out_dim`) and bias as integers:
+    per output channel, weight `round(w * 2^e)` below 2^15 and bias `round(b * 2^(e + ACT_BITS))`, so
+    that its sums over activations with ACT_BITS fractional bits are real values times 2^(e + ACT_BITS);
+    and `to_real`, the 2^-(e + ACT_BITS) of each output. Refused if a sum could reach 2^53."""
+    peak = np.abs(w).swapaxes(0, out_dim).reshape(w.shape[out_dim], -1).max(axis=1)
+    exps = [WEIGHT_BITS - math.frexp(float(m))[1] if m > 0 else 0 for m in peak]
+    shape = [1] * w.ndim
+    shape[out_dim] = -1
+    # exact in float32: a power of two times a float32, rounded to an integer below 2^15
+    weight = np.round(w * np.array([math.ldexp(1.0, e) for e in exps], np.float32).reshape(shape))
+    b = np.zeros(len(exps)) if b is None else b.astype(np.float64)
+    bias = np.round(b * np.array([math.ldexp(1.0, e + ACT_BITS) for e in exps]))
+    to_real = np.array([math.ldexp(1.0, -e - ACT_BITS) for e in exps])
+    per_output = np.abs(weight).swapaxes(0, out_dim).reshape(weight.shape[out_dim], -1).sum(axis=1, dtype=np.float64)
+    if float((per_output * ACT_LIMIT + np.abs(bias)).max()) >= _EXACT:
+        raise ValueError(f"{name}: integer sums could reach 2^53; the weights are out of range")
+    return weight, bias, to_real
+
+
+def fixed(x: np.ndarray) -> np.ndarray:
+    """Real values -> integer activations with ACT_BITS fractional bits (float64), clamped."""
+    return np.clip(np.round(x * float(1 << ACT_BITS)), -ACT_LIMIT, ACT_LIMIT)
+
+
+def activate(s: np.ndarray, to_real: np.ndarray) -> np.ndarray:
+    """A layer's integer sums -> integer activations (ACT_BITS fractional bits), clamped."""
+    return fixed(s * to_real)
+
+
+def leaky(s: np.ndarray) -> np.ndarray:
+    return np.where(s >= 0, s, s * SLOPE)
 
 
 class IntegerHyperSynthesis:
@@ -108,18 +142,7 @@ class IntegerHyperSynthesis:
         self._matmul = matmul
         self._layers = []
         for i, (w, b, transposed) in enumerate(_layers(state)):
-            out_dim = 1 if transposed else 0
-            peak = np.abs(w).swapaxes(0, out_dim).reshape(w.shape[out_dim], -1).max(axis=1)
-            exps = [WEIGHT_BITS - math.frexp(float(m))[1] if m > 0 else 0 for m in peak]
-            shape = [1] * w.ndim
-            shape[out_dim] = -1
-            # exact in float32: a power of two times a float32, rounded to an integer below 2^15
-            weight = np.round(w * np.array([math.ldexp(1.0, e) for e in exps], np.float32).reshape(shape))
-            bias = np.round(b * np.array([math.ldexp(1.0, e + ACT_BITS) for e in exps]))
-            to_real = np.array([math.ldexp(1.0, -e - ACT_BITS) for e in exps])
-            per_output = np.abs(weight).swapaxes(0, out_dim).reshape(weight.shape[out_dim], -1).sum(axis=1, dtype=np.float64)
-            if float((per_output * ACT_LIMIT + np.abs(bias)).max()) >= _EXACT:
-                raise ValueError(f"h_s layer {i}: integer sums could reach 2^53; the weights are out of range")
+            weight, bias, to_real = integer_layer(w, b, 1 if transposed else 0, f"h_s layer {i}")
             if transposed:  # the scales stay per output channel: the pixel shuffle only moves values
                 weight, bias = subpixel(weight, bias)
             self._layers.append((taps(weight), bias, transposed, to_real[:, None, None]))
@@ -128,9 +151,7 @@ class IntegerHyperSynthesis:
     def __call__(self, z_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, h, w) integer symbols `round(z - median)` -> (scales, means), each (M, 4h, 4w)."""
         a = np.clip(z_values.astype(np.float64) * (1 << ACT_BITS) + self._medians, -ACT_LIMIT, ACT_LIMIT)
-        return _run(self._layers, a,
-                    lambda s, to_real: np.clip(np.round(s * (to_real * (1 << ACT_BITS))), -ACT_LIMIT, ACT_LIMIT),
-                    self._matmul)
+        return _run(self._layers, a, activate, self._matmul)
 
 
 class HyperSynthesis64:

@@ -218,3 +218,12 @@ class HeadModel:
             data, names = self.weights.graph(graph)
             self._graphs[graph] = Graph(data, names, self._tensors)
         return self._graphs[graph](**inputs)[0]
+
+
+def context_model(weights):
+    """The context model of verified `weights.Weights` as the integer network that codes y
+    (`integer_context.IntegerContext`), its tensors read in place from the mapped file."""
+    from .integer_context import IntegerContext
+
+    state, metadata = _tensors(weights.path)
+    return IntegerContext(state, json.loads(metadata["config"]), MatMul64())

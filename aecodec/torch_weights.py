@@ -50,8 +50,10 @@ def load_head(kind: str, folder: Path | None = None):
     return head.eval().requires_grad_(False)
 
 
-def save_weights(model, path: Path, info: dict[str, Any], backbone: tuple[Any, Path] | None = None) -> dict[str, Any]:
-    """Write `path` (.safetensors), its ONNX graphs (`export`) and the manifest beside them, all
+def save_weights(model, path: Path, info: dict[str, Any], backbone: tuple[Any, Path] | None = None,
+                 graphs: bool = True) -> dict[str, Any]:
+    """Write `path` (.safetensors), its ONNX graphs (`export`; none with `graphs=False`, for the
+    context model, which codes as an integer network in numpy) and the manifest beside them, all
     atomically. The model's `config` goes in the file's metadata; a codec model needs its tables built
     first (`build_tables`); a head needs its `backbone` (the torch model and its weights file).
 
@@ -64,15 +66,16 @@ def save_weights(model, path: Path, info: dict[str, Any], backbone: tuple[Any, P
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"config": model.config.to_json()}))
     sha = sha256_file(path)
+    entries = {}
     try:
         from .export import export_graphs, export_head_graphs, write_graphs
 
-        graphs = {"graphs": write_graphs(export_graphs(model, path) if backbone is None
-                                         else export_head_graphs(model, backbone[0], path, backbone[1]), path)}
+        if graphs:
+            entries = {"graphs": write_graphs(export_graphs(model, path) if backbone is None
+                                              else export_head_graphs(model, backbone[0], path, backbone[1]), path)}
     except MissingExtraError as e:
         warnings.warn(f"{path.name}: written without its ONNX graphs ({e}); add them with tools/export_graphs.py",
                       stacklevel=2)
-        graphs = {}
     manifest = {
         "name": path.stem,
         "file": path.name,
@@ -80,7 +83,7 @@ def save_weights(model, path: Path, info: dict[str, Any], backbone: tuple[Any, P
         "model_id": sha[: 2 * MODEL_ID_BYTES],
         "config": json.loads(model.config.to_json()),
         "parameters": sum(p.numel() for p in model.parameters()),
-        **graphs,
+        **entries,
         **info,
     }
     atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))

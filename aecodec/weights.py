@@ -21,6 +21,7 @@ from .files import atomic_write
 
 DEFAULT_NAME = "aecodec-mshp-v1"
 HEAD_NAMES = {"super-resolution": "aecodec-sr-v1", "denoising": "aecodec-denoise-v3"}
+CONTEXT_NAME = "aecodec-context-v1"  # the context model for y (format version 3)
 MODEL_ID_BYTES = 8
 
 
@@ -104,14 +105,19 @@ def load_coding_model(name: str = DEFAULT_NAME, folder: Path | None = None):
     return weights, CodingModel(weights)
 
 
-def head_weights(kind: str, folder: Path | None = None) -> Weights:
-    """The verified head of this kind, refused if it was trained on other backbone weights than the installed ones."""
-    weights = find_weights(HEAD_NAMES[kind], folder)
+def _on_backbone(name: str, folder: Path | None, trainer: str) -> Weights:
+    """Verified weights that build on the backbone, refused if trained on other backbone weights than the installed ones."""
+    weights = find_weights(name, folder)
     backbone = find_weights(DEFAULT_NAME, folder)
     if weights.manifest.get("backbone") != backbone.manifest["model_id"]:
         raise WeightsError(f"{weights.path.name} was trained for backbone {weights.manifest.get('backbone')}, "
-                           f"not the installed {backbone.manifest['model_id']}: retrain it with tools/train_heads.py")
+                           f"not the installed {backbone.manifest['model_id']}: retrain it with tools/{trainer}")
     return weights
+
+
+def head_weights(kind: str, folder: Path | None = None) -> Weights:
+    """The verified head of this kind, for the installed backbone."""
+    return _on_backbone(HEAD_NAMES[kind], folder, "train_heads.py")
 
 
 @lru_cache(maxsize=4)
@@ -120,6 +126,16 @@ def load_coding_head(kind: str, folder: Path | None = None):
     from .runtime import HeadModel
 
     return HeadModel(head_weights(kind, folder), load_coding_model(DEFAULT_NAME, folder)[1])
+
+
+@lru_cache(maxsize=4)
+def load_context(folder: Path | None = None):
+    """(weights, the context model as an integer network), refused if it was trained on other backbone
+    weights than the installed ones; cached per process."""
+    from .runtime import context_model
+
+    weights = _on_backbone(CONTEXT_NAME, folder, "train_context.py")
+    return weights, context_model(weights)
 
 
 def update_manifest(weights: Weights, fields: dict[str, Any]) -> None:

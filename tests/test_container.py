@@ -54,8 +54,8 @@ def test_wrong_magic():
 
 def test_newer_version_is_refused_by_name():
     data = bytearray(make()[:-4])
-    data[4] = container.VERSION + 1
-    with pytest.raises(FormatError, match=f"version {container.VERSION + 1}.*newer.*reads versions 1, 2"):
+    data[4] = container.CONTEXT_VERSION + 1
+    with pytest.raises(FormatError, match=f"version {container.CONTEXT_VERSION + 1}.*newer.*reads versions 1, 2, 3"):
         container.parse(recrc(bytes(data)))
 
 
