@@ -138,12 +138,12 @@ def _check_output(job: Job, force: bool) -> None:
 
 
 def _compress_job(job: Job, quality: float, target: dict, denoise: float | str | None, effort: int, force: bool,
-                  strict: bool, progress: bool) -> dict:
+                  strict: bool, context: bool | None, progress: bool) -> dict:
     _check_output(job, force)
     start = time.perf_counter()
     source = _read(job.src)
     data, info = transcode.compress(source, str(job.src), quality, target, denoise, effort, strict,
-                                    progress=_progress_bar("compressing") if progress else None)
+                                    progress=_progress_bar("compressing") if progress else None, context=context)
     _write(job.out, lambda tmp: tmp.write_bytes(data))
     return {"src": str(job.src), "out": str(job.out), "bytes_in": len(source), "bytes_out": len(data), **info,
             "seconds": time.perf_counter() - start}
@@ -386,12 +386,15 @@ def _on_cluster(operation: str, address: str, sources: tuple[str, ...], out: str
 @click.option("--effort", type=click.IntRange(0, 3), default=0, show_default=True,
               help="Encoder effort: 1, 2, 3 refine the latents of each coding tile (50, 150, 400 steps; needs "
                    "aecodec[train]) for fewer bits at the same quality; a 768x512 image takes about 13, 40, 105 s on 2 cores.")
+@click.option("--context/--no-context", default=None,
+              help="Code the latent with the context model (format version 3: fewer bits, a slower decode) "
+                   "or with the hyperprior alone [default: the hyperprior alone].")
 @_sigma_option
 @_with_batch_options
 @_cluster_option
 def compress(sources: tuple[str, ...], out: str | None, quality: float, bpp: float | None, size: int | None,
-             psnr: float | None, strict: bool, denoise: bool, effort: int, sigma: float | None, force: bool,
-             workers: int, as_json: bool, cluster: str | None) -> None:
+             psnr: float | None, strict: bool, denoise: bool, effort: int, context: bool | None, sigma: float | None,
+             force: bool, workers: int, as_json: bool, cluster: str | None) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) into .aec files."""
     target = {k: v for k, v in {"bpp": bpp, "size": size, "psnr": psnr}.items() if v is not None}
     if len(target) > 1:
@@ -407,10 +410,10 @@ def compress(sources: tuple[str, ...], out: str | None, quality: float, bpp: flo
     level = (sigma if sigma is not None else "auto") if denoise else None
     if cluster:
         return _on_cluster("compress", cluster, sources, out, workers, as_json, quality=quality, **target,
-                           strict=strict, effort=effort, denoise=level, force=force)
+                           strict=strict, effort=effort, denoise=level, force=force, context=context)
     jobs = _plan(_local_sources(sources), Path(out) if out else None, ".aec")
     _run(jobs, functools.partial(_compress_job, quality=quality, target=target, denoise=level, effort=effort,
-                                 force=force, strict=strict), workers, as_json, "compressing")
+                                 force=force, strict=strict, context=context), workers, as_json, "compressing")
 
 
 @main.command()
@@ -516,6 +519,8 @@ def info(src: Path) -> None:
     click.echo(f"image:      {h.width}x{h.height} {h.mode}")
     click.echo(f"quality:    {h.quality:g}")
     click.echo(f"model:      {h.model_id.hex()}")
+    click.echo("entropy:    " + (f"context model {h.context_id.hex()} (channel groups, checkerboard)" if h.context_id
+                                 else "hyperprior"))
     click.echo(f"tiles:      {h.tiles_x}x{h.tiles_y} of {h.tile} px")
     z_bytes = sum(len(t.z) for t in c.tiles)
     click.echo(f"rate:       {len(data) * 8 / (h.width * h.height):.4f} bpp "

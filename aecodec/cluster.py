@@ -55,12 +55,16 @@ class ClusterError(AecError):
 def compress(client: Client, sources: Iterable[str], dest: str, quality: float = 4.0, bpp: float | None = None,
              size: int | None = None, psnr: float | None = None, strict: bool = False, effort: int = 0,
              denoise: float | str | None = None, force: bool = False, progress: Callable[[dict], None] | None = None,
-             files_per_task: int = FILES_PER_TASK) -> dict:
+             files_per_task: int = FILES_PER_TASK, context: bool | None = None) -> dict:
     """Compress every image of `sources` (folders, globs, list files, files: any fsspec URL) into .aec files
     under `dest`, mirroring the input tree, on the cluster of `client`; the options are those of
-    `aecodec compress` (`denoise`: a noise sigma, "auto", or None). Returns the job's summary."""
+    `aecodec compress` (`denoise`: a noise sigma, "auto", or None; `context`: None for the default
+    entropy model). Returns the job's summary."""
     target = {k: v for k, v in {"bpp": bpp, "size": size, "psnr": psnr}.items() if v is not None}
-    options = {"quality": quality, "target": target, "strict": strict, "effort": effort, "denoise": denoise}
+    from .codec import DEFAULT_CONTEXT
+
+    options = {"quality": quality, "target": target, "strict": strict, "effort": effort, "denoise": denoise,
+               "context": DEFAULT_CONTEXT if context is None else context}
     return run(client, "compress", sources, dest, options, force, progress, files_per_task)
 
 
@@ -245,7 +249,7 @@ def _one(src: str, relative: str, op: str, options: dict, digest: str, out: coll
         data = fs.cat_file(path)
         if op == "compress":
             coded, info = transcode.compress(data, src, options["quality"], options["target"], options["denoise"],
-                                             options["effort"], options["strict"])
+                                             options["effort"], options["strict"], context=options["context"])
         else:
             image, info = transcode.decompress(data, src, options["scale"])
             buffer = io.BytesIO()

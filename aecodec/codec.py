@@ -30,6 +30,7 @@ from .noise import noise_sigma
 
 DEFAULT_QUALITY = 4.0
 DEFAULT_TILE = 1024  # pixels a side of a coding tile
+DEFAULT_CONTEXT = False  # y coded with the context model (format version 3) unless asked otherwise
 WINDOW_PIXELS = 512 * 512  # pixels of one transform window with its margin: memory follows it (about 0.6 kB a pixel)
 MARGIN = 32  # pixels of context on each side of a window (format version 2): covers the receptive
 # fields of g_a (+-30 px) and of g_s, so windows give the pixels that one window over the image gives
@@ -49,9 +50,12 @@ def coding_model():
 
 def context_model():
     """(weights, `integer_context.IntegerContext`) of the installed context model, loaded once per process."""
-    from .weights import load_context
+    from .weights import WeightsError, load_context
 
-    return load_context()
+    try:
+        return load_context()
+    except WeightsError as e:
+        raise AecError(f"no context model: {e}") from None
 
 
 def head(kind: str):
@@ -185,7 +189,7 @@ def analyse(image, tile: int, progress: Progress | None, icc: bytes | None, exif
 
 
 def encode(analysis: Analysis, quality: float, tile: int,
-           latents: tuple[np.ndarray, np.ndarray] | None = None, context: bool = False) -> bytes:
+           latents: tuple[np.ndarray, np.ndarray] | None = None, context: bool = DEFAULT_CONTEXT) -> bytes:
     """The .aec bytes of an analysed image at one quality; `latents` (the gained y and z, as
     `effort.refine` gives them) are coded in place of g_a's and h_a's. `context`: y coded with the
     context model (format version 3), else with the hyperprior alone (version 2)."""
@@ -233,7 +237,7 @@ def encode(analysis: Analysis, quality: float, tile: int,
 
 
 def encode_at_effort(analysis: Analysis, quality: float, tile: int, effort: int,
-                     progress: Progress | None = None, context: bool = False) -> bytes:
+                     progress: Progress | None = None, context: bool = DEFAULT_CONTEXT) -> bytes:
     """`encode`, and at an effort above 0 also the file of the latents refined for this image
     (`effort`): whichever of the two has the lower true cost (lambda * 255^2 * MSE + bpp, measured
     on the decoded file), so effort never makes a file worse."""
@@ -262,7 +266,7 @@ def encode_at_effort(analysis: Analysis, quality: float, tile: int, effort: int,
 
 def compress(image, quality: float = DEFAULT_QUALITY, *, tile: int = DEFAULT_TILE, progress: Progress | None = None,
              icc: bytes | None = None, exif: bytes | None = None, denoise: float | str | None = None,
-             effort: int = 0, context: bool = False) -> bytes:
+             effort: int = 0, context: bool = DEFAULT_CONTEXT) -> bytes:
     """Compress an image into the bytes of an .aec file.
 
     Args:
@@ -401,12 +405,7 @@ def decode(data: bytes, progress: Progress | None, finish: Finish | None = None,
 
 def _context_for(header: Header):
     """The installed context model, if it is the one that coded this file."""
-    from .weights import WeightsError
-
-    try:
-        weights, ctx = context_model()
-    except WeightsError as e:
-        raise AecError(f"this file was coded with context model {header.context_id.hex()}: {e}") from None
+    weights, ctx = context_model()
     if weights.model_id != header.context_id:
         raise ModelMismatchError(header.context_id, weights.model_id, "context model")
     return ctx

@@ -9,7 +9,8 @@ Every pass corrects the hyperprior's entropy parameters rather than replacing th
 shift of the Gaussian table index (in table steps) and of the mean, its last layer starting at zero, so
 an untrained model codes exactly as the hyperprior alone. The table index it corrects is the integer
 one the coder picks from the hyperprior's scale, so training sees what coding sees; at coding time the
-shift is rounded to whole tables (`runtime`'s integer network does the same sums exactly).
+shift is rounded to whole tables, in training too (the gradient passes the rounding straight
+through): the integer network computes the same sums exactly.
 
 This module is torch, for training; coding runs its integer copy (`integer.IntegerContext`).
 """
@@ -113,14 +114,13 @@ class ContextModel(nn.Module):
         qualities (B,) -> bits of every element of y under the context model ("bits") and under the
         hyperprior alone ("hyperprior"), and y_hat."""
         index0 = table_index(scales)
-        shift, mean = self.parameters_of(y, index0, means, quality, round_shift=not self.training)
+        shift, mean = self.parameters_of(y, index0, means, quality)
         return {"bits": bits(y, index0 + shift, mean), "hyperprior": bits(y, index0, means),
                 "y_hat": torch.round(y - mean) + mean}
 
-    def parameters_of(self, y: Tensor, index0: Tensor, means: Tensor, quality: Tensor,
-                      round_shift: bool = False) -> tuple[Tensor, Tensor]:
-        """(index shift, mean) of every element, computed pass by pass as the decoder will: each pass
-        sees only y_hat already decoded (rounded around its own mean). `round_shift`: whole tables, as coded."""
+    def parameters_of(self, y: Tensor, index0: Tensor, means: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
+        """(index shift in whole tables, mean) of every element, computed pass by pass as the decoder
+        will: each pass sees only y_hat already decoded (rounded around its own mean)."""
         b, _, height, width = y.shape
         first = anchors(height, width).to(y.device)
         shifts, outs, decoded = [], [], []
@@ -130,20 +130,19 @@ class ContextModel(nn.Module):
             if self.config.quality:
                 inputs.append((quality.to(y.dtype) / VALUE_UNIT).view(-1, 1, 1, 1).expand(b, 1, height, width))
             context = self.channel[k](torch.cat(inputs, 1))
-            shift_a, mean_a = self._correct(k, context, index0[:, part], means[:, part], round_shift)
+            shift_a, mean_a = self._correct(k, context, index0[:, part], means[:, part])
             y_hat_a = torch.where(first, _round_around(y[:, part], mean_a), torch.zeros_like(mean_a))
             shift_b, mean_b = self._correct(k, context + self.spatial[k](y_hat_a / VALUE_UNIT), index0[:, part],
-                                            means[:, part], round_shift)
+                                            means[:, part])
             shift, mean = torch.where(first, shift_a, shift_b), torch.where(first, mean_a, mean_b)
             shifts.append(shift)
             outs.append(mean)
             decoded.append(_round_around(y[:, part], mean))
         return torch.cat(shifts, 1), torch.cat(outs, 1)
 
-    def _correct(self, k: int, context: Tensor, index0: Tensor, means: Tensor, round_shift: bool):
+    def _correct(self, k: int, context: Tensor, index0: Tensor, means: Tensor):
         d_index, d_mean = self.out[k](context).chunk(2, 1)
-        if round_shift:
-            d_index = torch.round(d_index)
+        d_index = d_index + (torch.round(d_index) - d_index).detach()
         d_index = (index0 + d_index).clamp(0, SCALE_LEVELS - 1) - index0
         return d_index, means + d_mean
 

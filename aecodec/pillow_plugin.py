@@ -1,4 +1,4 @@
-"""Pillow plugin: `Image.open("x.aec")` and `img.save("x.aec", quality=5, effort=1)` once aecodec is imported.
+"""Pillow plugin: `Image.open("x.aec")` and `img.save("x.aec", quality=5, effort=1, context=True)` once aecodec is imported.
 
 Opening reads only the header; the pixels are decoded on `load()`, and only then is ONNX Runtime imported.
 """
@@ -52,11 +52,12 @@ class AecDecoder(ImageFile.PyDecoder):
 
 
 def _save(im: Image.Image, fp, filename) -> None:
-    from .codec import DEFAULT_QUALITY, compress
+    from .codec import DEFAULT_CONTEXT, DEFAULT_QUALITY, compress
 
     info = im.encoderinfo
     fp.write(compress(im, float(info.get("quality", DEFAULT_QUALITY)), icc=info.get("icc_profile"),
-                      exif=info.get("exif"), effort=int(info.get("effort", 0))))
+                      exif=info.get("exif"), effort=int(info.get("effort", 0)),
+                      context=bool(info.get("context", DEFAULT_CONTEXT))))
 
 
 def register() -> None:

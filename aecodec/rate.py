@@ -13,7 +13,7 @@ from typing import Callable
 
 
 from . import container
-from .codec import DEFAULT_TILE, Progress, analyse, decompress, encode_at_effort
+from .codec import DEFAULT_CONTEXT, DEFAULT_TILE, Progress, analyse, decompress, encode_at_effort
 from .errors import AecError
 
 
@@ -31,7 +31,8 @@ class RateResult:
 
 def compress_to(image, *, bpp: float | None = None, size: int | None = None, psnr: float | None = None,
                 tile: int = DEFAULT_TILE, progress: Progress | None = None,
-                icc: bytes | None = None, exif: bytes | None = None, effort: int = 0) -> RateResult:
+                icc: bytes | None = None, exif: bytes | None = None, effort: int = 0,
+                context: bool = DEFAULT_CONTEXT) -> RateResult:
     """Compress to a target by searching the continuous quality; exactly one target must be given.
 
     Args:
@@ -40,7 +41,7 @@ def compress_to(image, *, bpp: float | None = None, size: int | None = None, psn
             where even that is larger).
         psnr: PSNR-RGB in dB of the decoded image; the smallest file that reaches it (the highest
             quality's file where none does).
-        effort: the encoder effort of every file the search makes (`compress`).
+        effort, context: the encoder effort and entropy model of every file the search makes (`compress`).
 
     A target beyond what the qualities reach gives the nearest end's file, and `missed` says so.
     """
@@ -57,7 +58,7 @@ def compress_to(image, *, bpp: float | None = None, size: int | None = None, psn
     def measure(q: float) -> float:
         q = round(q * container.QUALITY_SCALE) / container.QUALITY_SCALE
         if q not in probes:
-            data = encode_at_effort(analysis, q, tile, effort)
+            data = encode_at_effort(analysis, q, tile, effort, context=context)
             value = len(data) * 8 / (width * height) if kind != "psnr" else _psnr(analysis.distortion(decompress(data)))
             probes[q] = (data, value)
         return probes[q][1]

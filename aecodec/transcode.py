@@ -44,24 +44,27 @@ def output_format(name: str) -> str:
 
 
 def compress(data: bytes, name: str, quality: float, target: dict, denoise: float | str | None, effort: int,
-             strict: bool, progress: Progress | None = None) -> tuple[bytes, dict]:
+             strict: bool, progress: Progress | None = None, context: bool | None = None) -> tuple[bytes, dict]:
     """(the .aec file, what was done: pixels, bpp, quality and the rate control's or denoiser's figures)
     of the image file `data`; `name` says which file in errors."""
     from PIL import Image, UnidentifiedImageError
 
     from . import codec, enhance, rate
 
+    context = codec.DEFAULT_CONTEXT if context is None else context
+
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             if target:
-                reached = rate.compress_to(im, **target, progress=progress, effort=effort)
+                reached = rate.compress_to(im, **target, progress=progress, effort=effort, context=context)
                 out, quality = reached.data, reached.quality
                 extra = {"encodes": reached.encodes, "psnr": reached.psnr, "missed": reached.missed}
                 if reached.missed and strict:
                     raise JobError(f"{name}: {reached.missed} (--strict: nothing written)")
             else:
-                out, extra = codec.compress(im, quality, progress=progress, denoise=denoise, effort=effort), {}
+                out, extra = codec.compress(im, quality, progress=progress, denoise=denoise, effort=effort,
+                                            context=context), {}
                 if denoise is not None:
                     extra["sigma"] = enhance.noise_level(im) if denoise == "auto" else denoise
             pixels = im.width * im.height
@@ -69,7 +72,8 @@ def compress(data: bytes, name: str, quality: float, target: dict, denoise: floa
         raise JobError(f"{name} is not an image that Pillow can read") from None
     except (AecError, OSError) as e:
         raise JobError(f"{name}: {e}") from None
-    return out, {"pixels": pixels, "bpp": len(out) * 8 / pixels, "quality": quality, "effort": effort, **extra}
+    return out, {"pixels": pixels, "bpp": len(out) * 8 / pixels, "quality": quality, "effort": effort,
+                 "entropy": "context" if context else "hyperprior", **extra}
 
 
 def decompress(data: bytes, name: str, scale: int, progress: Progress | None = None) -> tuple[Image.Image, dict]:

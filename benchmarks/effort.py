@@ -1,19 +1,23 @@
-"""Encoder effort on Kodak, real files: BD-rate of each effort level against effort 0 and JPEG 2000.
+"""Encoder effort and the entropy model on Kodak, real files: BD-rate of each setting against
+effort 0 with the hyperprior alone, and against JPEG 2000.
 
     python -m benchmarks.effort ../shared/data/kodak --out effort.json [--efforts 0,1,2,3] [--qualities 1,...,8]
-        [--images kodim01,kodim04,...]
+        [--entropy hyperprior,context] [--images kodim01,kodim04,...]
 
-Every (image, quality, effort) is compressed with `aecodec.compress(..., effort=E)` and decoded with
-the ordinary decoder: bpp of the whole file, PSNR-RGB, and the encode's wall seconds on this machine.
-The file is rewritten after each row, and a rerun skips the rows it holds (and rewrites the summary).
-The summary gives, per effort, over the images and qualities it shares with effort 0: the mean curve,
-its BD-rate (PSNR) against effort 0's and against the recorded JPEG 2000 curve of the same images
-(benchmarks/results/kodak/kodak-jpeg2000.json), and the median, mean and largest encode seconds.
+Every (image, quality, effort, entropy model) is compressed with `aecodec.compress(..., effort=E,
+context=...)` and decoded with the ordinary decoder: bpp of the whole file, PSNR-RGB, and the encode's
+and decode's wall seconds on this machine. The file is rewritten after each row, and a rerun skips
+the rows it holds (and rewrites the summary). The summary gives, per setting ("E": effort E with the
+hyperprior, "context, effort E" with the context model), over the images and qualities it shares with
+effort 0 of the hyperprior: the mean curve, its BD-rate (PSNR) against that baseline's and against the
+recorded JPEG 2000 curve of the same images (benchmarks/results/kodak/kodak-jpeg2000.json), and the
+median, mean and largest encode and decode seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -37,34 +41,42 @@ def _jpeg2000_curve(images: set[str]) -> list[tuple[float, float]] | None:
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Per effort, over the images it shares with effort 0 at every quality: the mean curves of both,
-    the BD-rates, the encode seconds."""
-    def pairs(effort: int) -> set[tuple[str, float]]:
-        return {(r["image"], r["quality"]) for r in rows if r["effort"] == effort}
+    """Per setting, over the images it shares with effort 0 of the hyperprior at every quality: the mean
+    curves of both, the BD-rates, the encode and decode seconds."""
+    base = (0, "hyperprior")
 
-    def curve(effort: int, common: set, qualities: list[float]) -> list[tuple[float, float]]:
-        sel = [r for r in rows if r["effort"] == effort and (r["image"], r["quality"]) in common]
+    def setting(r: dict) -> tuple[int, str]:
+        return r["effort"], r.get("entropy", "hyperprior")
+
+    def pairs(s: tuple[int, str]) -> set[tuple[str, float]]:
+        return {(r["image"], r["quality"]) for r in rows if setting(r) == s}
+
+    def curve(s: tuple[int, str], common: set, qualities: list[float]) -> list[tuple[float, float]]:
+        sel = [r for r in rows if setting(r) == s and (r["image"], r["quality"]) in common]
         return [(float(np.mean([r["bpp"] for r in sel if r["quality"] == q])),
                  float(np.mean([r["psnr"] for r in sel if r["quality"] == q]))) for q in qualities]
 
     out: dict = {"efforts": {}}
-    for e in sorted({r["effort"] for r in rows}):
-        shared = pairs(e) & pairs(0)
+    for e in sorted({setting(r) for r in rows}, key=lambda s: (s[1] != "hyperprior", s)):
+        shared = pairs(e) & pairs(base)
         qualities = sorted({q for _, q in shared})
         images = {i for i, _ in shared if all((i, q) in shared for q in qualities)}  # each at every quality
         common = {(i, q) for i in images for q in qualities}
         if not common:
             continue
-        seconds = [r["seconds"] for r in rows if r["effort"] == e and (r["image"], r["quality"]) in common]
-        entry = {"images": sorted(images), "qualities": qualities, "curve": curve(e, common, qualities),
-                 "encode_seconds_median": float(np.median(seconds)), "encode_seconds_mean": float(np.mean(seconds)),
-                 "encode_seconds_max": float(np.max(seconds))}
+        sel = [r for r in rows if setting(r) == e and (r["image"], r["quality"]) in common]
+        entry = {"images": sorted(images), "qualities": qualities, "curve": curve(e, common, qualities)}
+        for what, key in (("encode", "seconds"), ("decode", "decode_seconds")):
+            seconds = [r[key] for r in sel if key in r]
+            if seconds:
+                entry.update({f"{what}_seconds_median": float(np.median(seconds)),
+                              f"{what}_seconds_mean": float(np.mean(seconds)), f"{what}_seconds_max": float(np.max(seconds))})
         if len(qualities) >= 2:
             anchor = _jpeg2000_curve(images) if JPEG2000.exists() else None
-            entry["bd_rate_vs_effort_0"] = bd_rate(curve(0, common, qualities), entry["curve"])
+            entry["bd_rate_vs_effort_0"] = bd_rate(curve(base, common, qualities), entry["curve"])
             entry["bd_rate_vs_jpeg2000"] = bd_rate(anchor, entry["curve"]) if anchor else None
-            entry["effort_0_bd_rate_vs_jpeg2000"] = bd_rate(anchor, curve(0, common, qualities)) if anchor else None
-        out["efforts"][str(e)] = entry
+            entry["effort_0_bd_rate_vs_jpeg2000"] = bd_rate(anchor, curve(base, common, qualities)) if anchor else None
+        out["efforts"][str(e[0]) if e[1] == "hyperprior" else f"{e[1]}, effort {e[0]}"] = entry
     return out
 
 
@@ -74,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--efforts", default="0,1,2,3")
     ap.add_argument("--qualities", default="1,2,3,4,5,6,7,8")
+    ap.add_argument("--entropy", default="hyperprior", help="entropy models: hyperprior, context or both")
     ap.add_argument("--images", help="comma-separated names (without .png): a subset, in this order; default all")
     args = ap.parse_args(argv)
 
@@ -81,26 +94,29 @@ def main(argv: list[str] | None = None) -> None:
 
     efforts = [int(e) for e in args.efforts.split(",")]
     qualities = [float(q) for q in args.qualities.split(",")]
+    models = args.entropy.split(",")
     doc = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
-    done = {(r["image"], r["quality"], r["effort"]) for r in doc["rows"]}
+    done = {(r["image"], r["quality"], r["effort"], r.get("entropy", "hyperprior")) for r in doc["rows"]}
     paths = ([args.image_dir / f"{name}.png" for name in args.images.split(",")] if args.images
              else sorted(args.image_dir.glob("*.png")))
     for path in paths:
         img = np.asarray(Image.open(path).convert("RGB"))
-        for q in qualities:
-            for e in efforts:
-                if (path.name, q, e) in done:
-                    continue
-                start = time.perf_counter()
-                data = aecodec.compress(img, q, effort=e)
-                seconds = time.perf_counter() - start
-                decoded = np.asarray(aecodec.decompress(data)).astype(np.float64)
-                doc["rows"].append({"image": path.name, "quality": q, "effort": e, "seconds": seconds,
-                                    "bpp": len(data) * 8 / (img.shape[0] * img.shape[1]),
-                                    "psnr": float(10 * np.log10(255**2 / np.mean((decoded - img) ** 2)))})
-                doc["summary"] = summarise(doc["rows"])
-                args.out.write_text(json.dumps(doc, indent=1) + "\n")
-                print(json.dumps(doc["rows"][-1]), flush=True)
+        for q, e, model in itertools.product(qualities, efforts, models):
+            if (path.name, q, e, model) in done:
+                continue
+            start = time.perf_counter()
+            data = aecodec.compress(img, q, effort=e, context=model == "context")
+            seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            decoded = np.asarray(aecodec.decompress(data)).astype(np.float64)
+            decode_seconds = time.perf_counter() - start
+            doc["rows"].append({"image": path.name, "quality": q, "effort": e, "entropy": model,
+                                "seconds": seconds, "decode_seconds": decode_seconds,
+                                "bpp": len(data) * 8 / (img.shape[0] * img.shape[1]),
+                                "psnr": float(10 * np.log10(255**2 / np.mean((decoded - img) ** 2)))})
+            doc["summary"] = summarise(doc["rows"])
+            args.out.write_text(json.dumps(doc, indent=1) + "\n")
+            print(json.dumps(doc["rows"][-1]), flush=True)
     doc["summary"] = summarise(doc["rows"]) if doc["rows"] else {}
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     print(json.dumps(doc["summary"], indent=1))

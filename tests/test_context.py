@@ -7,7 +7,7 @@ from PIL import Image
 
 from aecodec import codec, container, runtime
 from aecodec.context import ContextConfig, ContextModel, table_index
-from aecodec.errors import ModelMismatchError
+from aecodec.errors import AecError, ModelMismatchError
 from aecodec.integer_context import IntegerContext
 from aecodec.weights import Weights
 
@@ -64,7 +64,7 @@ def test_integer_network_follows_torch(latents):
     index0 = torch.from_numpy(np.asarray(codec.coding_model()[1].table_indexes(scales), np.float32))[None]
     with torch.no_grad():
         shift, mean = model.parameters_of(torch.from_numpy(y).float()[None], index0, torch.from_numpy(means).float()[None],
-                                          torch.tensor([3.0]), round_shift=True)
+                                          torch.tensor([3.0]))
     got_index, got_mean = np.empty(y.shape, np.int64), np.empty(y.shape)
 
     def code(part, chosen, index, mean_):
@@ -146,3 +146,16 @@ def test_version_3_header_needs_its_context_id():
     header = container.Header("RGB", b"m" * 8, 64, 64, 4.0, 64, version=3)
     with pytest.raises(container.FormatError, match="context model id"):
         container.build(container.Container(header, (container.TileStreams(b"", b""),)))
+
+
+def test_without_the_context_model_the_error_is_one_line(monkeypatch, tmp_path, image):
+    from aecodec import weights
+
+    codec.coding_model()  # the backbone stays loaded: only the context model is missing
+    monkeypatch.setenv("AECODEC_WEIGHTS", str(tmp_path))
+    weights.load_context.cache_clear()
+    try:
+        with pytest.raises(AecError, match="^no context model: weights 'aecodec-context-v1' not found"):
+            codec.compress(image, 3, context=True)
+    finally:
+        weights.load_context.cache_clear()

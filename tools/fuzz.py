@@ -3,8 +3,8 @@
     python tools/fuzz.py --seconds 3600 [--jobs 2] [--seed 0] [--out fuzz-failures]
     python tools/fuzz.py --replay 0:123456          # rebuild input 123456 of seed 0 and decode it
 
-Seeds are small valid files made here (synthetic images in every mode, several tiles, and a format
-version 1 file). Input i of seed s is a seed file with 1-4 mutations drawn from Random(s, i): bit
+Seeds are small valid files made here (synthetic images in every mode, several tiles, a format
+version 1 file, and version 3 files when the context model is installed). Input i of seed s is a seed file with 1-4 mutations drawn from Random(s, i): bit
 flips, byte changes, truncation, insertion, deletion, duplicated chunks, and header and length
 fields set to edge values; half of the inputs get their CRC recomputed, so that they reach the
 parser's later checks, the entropy decoder and the networks.
@@ -58,6 +58,11 @@ def seed_files() -> list[bytes]:
     ]
     if _FIXTURE.exists():
         seeds.append(_FIXTURE.read_bytes())
+    try:  # format version 3, when the context model is installed
+        seeds += [aecodec.compress(image(70, 130, 3), quality=3, tile=64, context=True),
+                  aecodec.compress(image(20, 20, 4), quality=7, context=True)]
+    except aecodec.AecError as e:
+        print(f"no version 3 seeds: {e}", file=sys.stderr)
     return seeds
 
 
@@ -70,7 +75,7 @@ def _fields(data: bytes) -> list[tuple[int, int]]:
     head = io.BytesIO(data)
     container.read_header(head)
     c = container.parse(data)
-    pos = 26
+    pos = 26 + len(c.header.context_id)
     for n in (len(c.header.icc), len(c.header.exif)):
         fields.append((pos, 4))
         pos += 4 + n

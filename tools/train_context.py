@@ -3,9 +3,11 @@
 The transforms never change: g_a's latent of every training photo is computed once (by the codec
 itself, on ONNX Runtime) and cached; a step cuts latent crops, gains them at random qualities in
 [1, 8], runs the frozen h_a and h_s for the hyperprior's parameters and trains the context networks on
-the bits of the rounded y (the rounding moves with the predicted mean, as in coding). The hyperprior
-alone is measured on the same crops, so every figure is a saving against today's coder. Validation:
-whole held-out photos at qualities 1..8, shifts rounded to whole tables as coded.
+the bits of the rounded y (the rounding moves with the predicted mean, as in coding). h_a and h_s see
+MARGIN latent elements around each crop, as the codec's tiles do, so the hyperprior is the one coding
+gives, not one weakened at crop borders (which a context model would learn to repair, and then
+misjudge on whole images). The hyperprior alone is measured on the same crops, so every figure is a
+saving against today's coder. Validation: whole held-out photos at qualities 1..8.
 
     python tools/train_context.py --data ../shared/data/photos --cache ~/.cache/aecodec/latents \
         --time-budget 5400 --log context-curve.jsonl
@@ -109,14 +111,18 @@ def hyperprior(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return scales, means
 
 
+MARGIN = 8  # latent elements of context for h_a and h_s around a crop (the codec's 2 z elements)
+
+
 def batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Latent crops of random photos at random positions, and a random quality for each."""
-    crops = []
+    """Latent crops of random photos at random positions, with MARGIN around them (where the photo
+    has it), and a random quality for each."""
+    crops, side = [], args.crop + 2 * MARGIN
     for i in torch.randint(len(train), (args.batch,), generator=gen).tolist():
         lat = train[i]
-        top = torch.randint(lat.shape[1] - args.crop + 1, (1,), generator=gen).item()
-        left = torch.randint(lat.shape[2] - args.crop + 1, (1,), generator=gen).item()
-        crops.append(lat[:, top : top + args.crop, left : left + args.crop])
+        top = torch.randint(lat.shape[1] - side + 1, (1,), generator=gen).item()
+        left = torch.randint(lat.shape[2] - side + 1, (1,), generator=gen).item()
+        crops.append(lat[:, top : top + side, left : left + side])
     quality = 1 + 7 * torch.rand(args.batch, generator=gen)
     return torch.stack(crops).float(), quality
 
@@ -173,7 +179,8 @@ while step < args.steps and not (args.time_budget and wall >= args.time_budget):
     with torch.no_grad():
         gain, _ = backbone.gains(quality)
         y = y * gain
-        scales, means = hyperprior(y)
+        inner = (slice(None), slice(None), slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
+        y, (scales, means) = y[inner], (t[inner] for t in hyperprior(y))
     out = model(y, scales, means, quality)
     loss = out["bits"].mean()
     for group in optimizer.param_groups:
