@@ -159,7 +159,8 @@ class GainedHyperprior(nn.Module):
             y_hat = quantize_ste(y - means) + means
         features = self.g_s[:-1](y_hat * inv_gain)
         return {"x_hat": float32(self.g_s[-1], features), "features": features,
-                "y_likelihoods": y_likelihoods, "z_likelihoods": z_likelihoods}
+                "y_likelihoods": y_likelihoods, "z_likelihoods": z_likelihoods,
+                "y": y, "scales": scales, "means": means}  # for a context model trained with it
 
     def z_likelihoods(self, z: Tensor) -> Tensor:
         """The factorized prior's likelihoods of z: noisy in training, rounded around the medians in eval.

@@ -10,10 +10,15 @@ configuration in --configs (eager, torch.compile, CUDA graphs, larger batches) a
 training steps, and the fastest one trains; one that fails falls back to the others. Resumable: the
 checkpoint is written atomically every --ckpt-every steps and at the end.
 
+--context trains the context model for y (aecodec.context) with the backbone: the rate term is then
+the mean of the hyperprior's y bits and the context model's, so the backbone stays fitted to both
+entropy models (the hyperprior alone still codes version 2 files); --export-context writes it.
+
     python tools/train.py --data ../shared/data/photos --threads 2 --time-budget 3600
     python tools/train.py --data DIR --device cuda --batch 32 --time-budget 540 --configs eager,compile,compile-x2
     torchrun --nproc_per_node 8 tools/train.py --data DIR --device cuda            # DDP, one process per GPU
     python tools/train.py --export weights/aecodec-mshp-v2.safetensors            # checkpoint -> weights
+    python tools/train.py --export W.safetensors --export-context C.safetensors   # and its context model
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from training import add_common_arguments, configure, record_validation, write_c
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
+from aecodec.context import ContextConfig, ContextModel  # noqa: E402
 from aecodec.model import GainedHyperprior, ModelConfig  # noqa: E402
 from aecodec.model import load_state  # noqa: E402
 from aecodec.torch_weights import load_model, save_weights  # noqa: E402
@@ -64,6 +70,8 @@ p.add_argument("--profile", type=Path, help="folder for the configurations' timi
 p.add_argument("--clip", type=float, default=1.0, help="gradient norm clip")
 p.add_argument("--log-every", type=int, default=100, help="steps between logs and non-finite checks (host syncs)")
 p.add_argument("--val-size", type=int, default=512, help="held-out photos are validated on their central crop of this size")
+p.add_argument("--context", action="store_true", help="train the context model for y with the backbone (a fresh one)")
+p.add_argument("--export-context", type=Path, help="with --export: also write the checkpoint's context model here")
 add_common_arguments(p, lr=3e-4, warmup=200, val_every=500, ckpt_every=1000)  # --lr: for --batch (sqrt-scaled for larger)
 args = p.parse_args()
 
@@ -85,6 +93,19 @@ def export(ckpt_path: Path, out: Path, info_path: Path | None) -> None:
     model.build_tables()
     manifest = save_weights(model, out, info)
     print(f"wrote {out} ({manifest['sha256'][:16]}, step {ckpt['step']}, {chosen} weights)")
+    if args.export_context:
+        if "context" not in ckpt:
+            sys.exit(f"{ckpt_path} has no context model: train with --context")
+        context = ContextModel(ContextConfig.from_json(ckpt["context_config"]))
+        context.load_state_dict(ckpt["context"])
+        if chosen == "ema":
+            with torch.no_grad():
+                for param, average in zip(context.parameters(), ckpt["ema"][len(trained_parameters(model)):]):
+                    param.copy_(average)
+        written = save_weights(context, args.export_context, {"kind": "context", "backbone": manifest["model_id"],
+                                                              "steps": ckpt["step"], "trained_with": "the backbone"},
+                               graphs=False)
+        print(f"wrote {args.export_context} ({written['sha256'][:16]}, for backbone {manifest['model_id']})")
 
 
 def trained_parameters(model: GainedHyperprior) -> list[torch.Tensor]:
@@ -165,7 +186,14 @@ config = model.config
 # The schedule (warm-up, budget, decay) counts from a fresh model or from --init, over all resumes.
 origin_step, origin_elapsed = resume["origin"] if resume else (step, elapsed)
 model = model.to(device).to(memory_format=torch.channels_last)
-net_params = trained_parameters(model)
+context = None
+if args.context or (resume and "context" in resume):
+    context = ContextModel(ContextConfig.from_json(resume["context_config"]) if resume else ContextConfig(M=config.M))
+    if resume:
+        context.load_state_dict(resume["context"])
+    context = context.to(device)
+# The context model's parameters come last: the EMA and the export take the backbone's first.
+net_params = trained_parameters(model) + (list(context.parameters()) if context else [])
 optimizer = torch.optim.Adam(net_params, lr=args.lr, **({"fused": True} if device.type == "cuda" else {}))
 aux_optimizer = torch.optim.Adam([model.entropy_bottleneck.quantiles], lr=1e-3)
 ema = [p.detach().clone() for p in net_params] if args.ema else []
@@ -187,8 +215,9 @@ if ddp:
     DDP = torch.nn.parallel.DistributedDataParallel
     DDP._set_params_and_buffers_to_ignore_for_model(model, ["entropy_bottleneck.quantiles"])
     train_model = DDP(model)
+    train_context = DDP(context) if context else None
 else:
-    train_model = model
+    train_model, train_context = model, context
 
 
 def progress() -> float:
@@ -224,13 +253,16 @@ def clone(state):
 
 
 def snapshot() -> dict:
-    return clone({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+    return clone({"model": model.state_dict(), "context": context.state_dict() if context else None,
+                  "optimizer": optimizer.state_dict(),
                   "aux_optimizer": aux_optimizer.state_dict(), "ema": ema, "step": step})
 
 
 def restore(snap: dict) -> None:
     global step
     model.load_state_dict(snap["model"])  # copies into the parameters, so compiled graphs stay valid
+    if context:
+        context.load_state_dict(snap["context"])
     optimizer.load_state_dict(clone(snap["optimizer"]))
     aux_optimizer.load_state_dict(clone(snap["aux_optimizer"]))
     if ema:
@@ -246,6 +278,7 @@ def save_checkpoint() -> None:
         "aux_optimizer": aux_optimizer.state_dict(), "ema": ema, "step": step, "elapsed": elapsed,
         "origin": (origin_step, origin_elapsed), "history": history, "gen": gen.get_state(),
         "jitter": jitter.rng.getstate(), "rng": torch.get_rng_state(), "args": vars(args), **final,
+        **({"context": context.state_dict(), "context_config": context.config.to_json()} if context else {}),
     })
 
 
@@ -257,12 +290,21 @@ def rd_terms(x: torch.Tensor, out: dict[str, torch.Tensor]) -> tuple[torch.Tenso
     return bits / pixels, mse
 
 
+def context_bpp(x: torch.Tensor, out: dict[str, torch.Tensor], quality: torch.Tensor, net=None) -> torch.Tensor:
+    """Per-sample bits per pixel with y coded by the context model (z as with the hyperprior), in float32."""
+    with torch.autocast(device.type, enabled=False):
+        y_bits = (context if net is None else net)(out["y"].float(), out["scales"].float(), out["means"].float(), quality)["bits"]
+    z_bits = -torch.log2(out["z_likelihoods"]).flatten(1).sum(1)
+    return (y_bits.flatten(1).sum(1) + z_bits) / (x.shape[2] * x.shape[3])
+
+
 def rd_loss(x: torch.Tensor, levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The training objective of one batch (the part that torch.compile compiles): loss, bpp, MSE."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         out = train_model(x, levels.float() + 1)
     bpp, mse = rd_terms(x, out)
-    return (lambda_of_level[levels] * 255**2 * mse + bpp).mean(), bpp, mse
+    rate = bpp if context is None else 0.5 * (bpp + context_bpp(x, out, levels.float() + 1, train_context))
+    return (lambda_of_level[levels] * 255**2 * mse + rate).mean(), bpp, mse
 
 
 @torch.no_grad()
@@ -276,16 +318,20 @@ def validate(weights: list[torch.Tensor] | None = None) -> dict:
     result = {"step": step, "hours": round(elapsed / 3600, 3), "device": device.type, "levels": []}
     losses = []
     for level in range(1, config.levels + 1):
-        bpp_sum, mse_sum, psnr_sum = 0.0, 0.0, 0.0
+        bpp_sum, mse_sum, psnr_sum, context_sum = 0.0, 0.0, 0.0, 0.0
         for img in val_images:
             x = img[None].to(device).float().div_(255).contiguous(memory_format=torch.channels_last)
+            quality = torch.full((1,), float(level), device=device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                bpp, mse = rd_terms(x, model(x, torch.full((1,), float(level), device=device)))
+                out = model(x, quality)
+            bpp, mse = rd_terms(x, out)
             bpp_sum, mse_sum = bpp_sum + bpp.item(), mse_sum + mse.item()
+            context_sum += context_bpp(x, out, quality).item() if context else 0.0
             psnr_sum += 10 * math.log10(1 / max(mse.item(), 1e-10))
         n = max(len(val_images), 1)
         losses.append(config.lambdas[level - 1] * 255**2 * mse_sum / n + bpp_sum / n)
-        result["levels"].append({"level": level, "bpp": round(bpp_sum / n, 4), "psnr": round(psnr_sum / n, 3)})
+        result["levels"].append({"level": level, "bpp": round(bpp_sum / n, 4), "psnr": round(psnr_sum / n, 3),
+                                 **({"bpp_context": round(context_sum / n, 4)} if context else {})})
     result["loss"] = round(sum(losses) / len(losses), 5)
     model.train()
     if weights is not None:

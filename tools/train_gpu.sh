@@ -8,6 +8,9 @@
 # second call never comes, the first one's export (the EMA, where it validates better) is the result.
 # Rehearse here, both calls: DEVICE=cpu BUDGET=60 TOTAL=90 bash tools/train_gpu.sh, then BUDGET=40 (CPU: small
 # batches and validation, eager).
+# CONTEXT=1 trains the context model for y with the backbone and exports it beside it (aecodec-context-v2-
+# candidate): off by default, since the CPU rehearsal ran at 75% of the backbone's samples per second (the
+# bar is 90%); try it on a loan whose first call shows the backbone ahead of JPEG 2000.
 set -euo pipefail
 budget=${BUDGET:-520}    # seconds of training in this call
 total=${TOTAL:-630}      # seconds of the whole schedule (both calls); the lr decays over its last 15%
@@ -15,6 +18,9 @@ name=${NAME:-aecodec-mshp-v2-candidate}
 ckpt=${CKPT:-/tmp/aecodec-gpu.pt}
 device=${DEVICE:-cuda}
 source "$(dirname "$0")/gpu_setup.sh"
+context_name=${CONTEXT_NAME:-aecodec-context-v2-candidate}
+if [ "${CONTEXT:-0}" = 1 ]; then with_context=(--context); export_context=(--export-context "$out/$context_name.safetensors")
+else with_context=(); export_context=(); fi
 # batch, held-out photos, their size, steps between validations
 if [ "$device" = cuda ]; then small=(32 16 512 5000); else small=(4 2 256 20); fi
 # Quality levels from about 0.12 bpp to above 40.5 dB on Kodak (the shipped 0.0018..0.18, widened).
@@ -27,7 +33,7 @@ else
   configs=${CONFIGS:-eager,eager-x2,compile-x2,cudagraphs-x2}  # about 60 s, plus compilation
   [ "$device" = cuda ] || configs=${CONFIGS:-eager,eager-x2}
 fi
-python3 -W ignore tools/train.py --data .gpudata/photos --device "$device" "${start[@]}" --ckpt "$ckpt" \
+python3 -W ignore tools/train.py --data .gpudata/photos --device "$device" "${start[@]}" "${with_context[@]}" --ckpt "$ckpt" \
   --batch "${BATCH:-${small[0]}}" --lr "${LR:-3e-4}" --warmup 300 --scale-max 1.5 --ema 0.999 \
   --time-budget "$total" --stop-after "$budget" --configs "$configs" --trial-seconds "${TRIAL:-15}" \
   --val-every "${VAL_EVERY:-${small[3]}}" --val-images "${VAL_IMAGES:-${small[1]}}" --val-size "${VAL_SIZE:-${small[2]}}" \
@@ -41,7 +47,8 @@ cat > "$out/info.json" <<INFO
  "device": "$(python3 -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")')",
  "candidate": "not loaded by default: the heads must be retrained on it first"}
 INFO
-python3 -W ignore tools/train.py --ckpt "$ckpt" --export "$out/$name.safetensors" --export-info "$out/info.json"
+python3 -W ignore tools/train.py --ckpt "$ckpt" --export "$out/$name.safetensors" --export-info "$out/info.json" \
+  "${export_context[@]}"
 split -b 15M "$out/$name.safetensors" "$out/$name.safetensors.part-"
 rm -f "$out/$name.safetensors" "$out/info.json" "$out/$name".*.onnx  # graphs: written here by tools/export_graphs.py
 ls -la "$out"
