@@ -159,3 +159,26 @@ def test_without_the_context_model_the_error_is_one_line(monkeypatch, tmp_path, 
             codec.compress(image, 3, context=True)
     finally:
         weights.load_context.cache_clear()
+
+
+def test_the_command_line_codes_with_the_context_model_and_says_so(monkeypatch, tmp_path, image):
+    import json
+
+    from click.testing import CliRunner
+
+    from aecodec.cli import main
+
+    _installed(monkeypatch, _integer(_model(seed=4)))
+    png, aec = tmp_path / "a.png", tmp_path / "a.aec"
+    image.save(png)
+    r = CliRunner().invoke(main, ["compress", str(png), "--context", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["files"][0]["entropy"] == "context"
+    assert container.parse(aec.read_bytes()).header.version == 3
+    r = CliRunner().invoke(main, ["info", str(aec)])
+    assert "format version 3," in r.output and f"entropy:    context model {b'ctx-test'.hex()}" in r.output
+    r = CliRunner().invoke(main, ["decompress", str(aec), "-o", str(tmp_path / "b.png")])
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), np.asarray(codec.decompress(aec.read_bytes())))
+    r = CliRunner().invoke(main, ["compress", str(png), "-o", str(tmp_path / "c.aec")])
+    assert r.exit_code == 0 and "entropy:    hyperprior" in CliRunner().invoke(main, ["info", str(tmp_path / "c.aec")]).output
