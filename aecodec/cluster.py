@@ -153,12 +153,15 @@ def _facts(paths: list[str], dest: str, modules: list[str]) -> dict:
 
 
 def _identity() -> dict:
-    """This process's aecodec version and model id, which every worker must share with the job."""
+    """This process's aecodec version, model id and context model id (None: not installed), which every
+    worker must share with the job."""
     from importlib.metadata import version
 
     from . import weights
 
-    return {"version": version("aecodec"), "model": weights.find_weights().model_id.hex()}
+    context = weights.expected_model_id(weights.CONTEXT_NAME)
+    return {"version": version("aecodec"), "model": weights.find_weights().model_id.hex(),
+            "context model": context.hex() if context else None}
 
 
 def _check_workers(client: Client, roots: list[str], dest: str, options: dict, mine: dict) -> dict:
