@@ -217,8 +217,9 @@ def _work(batch: list[tuple[str, str]], op: str, options: dict, digest: str, des
     if mine != expected:
         from distributed import get_worker
 
-        reason = (f"worker {get_worker().address} has aecodec {mine['version']} and model {mine['model']}, the job "
-                  f"{expected['version']} and {expected['model']}: install the same release there and run again")
+        reason = (f"worker {get_worker().address} has aecodec {mine['version']}, model {mine['model']} and context "
+                  f"model {mine['context model']}, the job {expected['version']}, {expected['model']} and "
+                  f"{expected['context model']}: install the same release there and run again")
         return [{"src": src, "status": "failed", "error": f"{src}: {reason}"} for src, _ in batch]
     out = collection.Output(dest)
     if options.get("effort"):  # torch takes OMP_NUM_THREADS, which Dask sets to 1: give it the worker's cores
@@ -232,6 +233,11 @@ def _work(batch: list[tuple[str, str]], op: str, options: dict, digest: str, des
 
 @functools.lru_cache(maxsize=1)
 def _worker_identity() -> dict:
+    return _identity()
+
+
+def _job_identity() -> dict:
+    """What the job asks of every worker: this machine's identity (the tests change one side alone)."""
     return _identity()
 
 
@@ -297,16 +303,15 @@ def _batches(sources: list[str], suffix: str, size: int, failed: list[dict]) -> 
 def run(client: Client, op: str, sources: Iterable[str], dest: str, options: dict, force: bool = False,
         progress: Callable[[dict], None] | None = None, files_per_task: int = FILES_PER_TASK) -> dict:
     """The job: `op` ("compress" or "decompress") with `options` on every input of `sources`, outputs under `dest`."""
-    from . import weights
-
     start = time.perf_counter()
     sources = [sources] if isinstance(sources, str) else list(sources)
     out = collection.Output(dest)
-    expected = {"version": _version(), "model": weights.find_weights().model_id.hex()}
+    expected = _job_identity()
     setup = _check_workers(client, [collection.root(s) for s in sources], dest, options, expected)
     # --strict changes only whether a missed target is written: not a reason to redo a file
     digest = collection.digest({"op": op, **{k: v for k, v in options.items() if k != "strict"},
-                                "model": expected["model"], "aecodec": expected["version"]})
+                                "model": expected["model"], "aecodec": expected["version"],
+                                **({"context model": expected["context model"]} if options.get("context") else {})})
     run_id = uuid.uuid4().hex
     attempts = client.run_on_scheduler(_allowed_failures) + 1
     counts = {"done": 0, "skipped": 0, "failed": 0, "listed": 0, "listing": True}
@@ -402,8 +407,3 @@ def _outcomes(future, batch: list[tuple[str, str]], out: collection.Output, dige
 def _allowed_failures(dask_scheduler=None) -> int:
     return dask_scheduler.allowed_failures
 
-
-def _version() -> str:
-    from importlib.metadata import version
-
-    return version("aecodec")

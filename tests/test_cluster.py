@@ -169,7 +169,8 @@ def test_workers_that_do_not_match_are_refused(monkeypatch):
             cluster.compress(c, ["memory://x"], "memory://y")
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as lc, Client(lc) as c:
         # an in-process worker: what the submitting side expects is changed, not what the worker has
-        monkeypatch.setattr(cluster, "_version", lambda: "9.9.9")
+        real = cluster._identity()
+        monkeypatch.setattr(cluster, "_job_identity", lambda: {**real, "version": "9.9.9"})
         with pytest.raises(cluster.ClusterError, match=r"worker .* has version .*, this machine 9\.9\.9"):
             cluster.compress(c, ["memory://x"], "memory://y")
         # a worker that joined after the check: its tasks fail, naming it, and code nothing

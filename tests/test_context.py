@@ -28,11 +28,12 @@ def _model(seed: int | None) -> ContextModel:
 
 def _integer(model: ContextModel, threads: int = 2) -> IntegerContext:
     state = {k: v.numpy() for k, v in model.state_dict().items()}
-    runtime.set_threads(threads)
+    before = runtime.threads()
+    runtime.set_threads(threads)  # the thread pool of the sessions opened now
     try:
         return IntegerContext(state, {"groups": model.config.groups, "quality": model.config.quality}, runtime.MatMul64())
     finally:
-        runtime.set_threads(len(__import__("os").sched_getaffinity(0)))
+        runtime.set_threads(before)
 
 
 def _installed(monkeypatch, ctx: IntegerContext, model_id: bytes = b"ctx-test") -> None:
