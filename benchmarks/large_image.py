@@ -1,6 +1,6 @@
 """A 6000x4000 photo through the CLI: peak RSS and wall time both ways, time against pixels, seams.
 
-    python -m benchmarks.large_image ../shared/data/kodak --out large.json [--quality 4]
+    python -m benchmarks.large_image ../shared/data/kodak --out large.json [--quality 4] [--context]
 
 The photo is a mosaic of the folder's images (Kodak: 768x512 each, portraits turned), placed with an offset so that
 no edge between them falls near a tile or window border. Each size runs `aecodec compress` and
@@ -86,14 +86,14 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(10 * np.log10(255**2 / np.mean(err**2)))
 
 
-def seams(img: np.ndarray, data: bytes, out: np.ndarray, quality: float) -> dict:
+def seams(img: np.ndarray, data: bytes, out: np.ndarray, quality: float, context: bool) -> dict:
     height, width = img.shape[:2]
     tile_grid = [(t, left, t + codec.DEFAULT_TILE, left + codec.DEFAULT_TILE)
                  for t in range(0, height, codec.DEFAULT_TILE) for left in range(0, width, codec.DEFAULT_TILE)]
     tiles = band_mask(height, width, *borders(tile_grid, height, width, 1))
     windows = band_mask(height, width, *borders(window_boxes(height, width), height, width, codec.STRIDE))
     rest = ~(tiles | windows)
-    moved = np.asarray(aecodec.decompress(aecodec.compress(img, quality, tile=960)))
+    moved = np.asarray(aecodec.decompress(aecodec.compress(img, quality, tile=960, context=context)))
     budget = codec.WINDOW_PIXELS
     try:
         codec.WINDOW_PIXELS = 768 * 768
@@ -115,22 +115,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("image_dir", type=Path)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--quality", type=float, default=4.0)
+    ap.add_argument("--context", action="store_true", help="code y with the context model")
     args = ap.parse_args(argv)
     paths = sorted(args.image_dir.glob("*.png"))
     cli = [sys.executable, "-W", "ignore", "-m", "aecodec.cli"]
-    result: dict = {"quality": args.quality, "tile": codec.DEFAULT_TILE, "window_pixels": codec.WINDOW_PIXELS,
+    result: dict = {"quality": args.quality, "context": args.context, "tile": codec.DEFAULT_TILE, "window_pixels": codec.WINDOW_PIXELS,
                     "margin": codec.MARGIN, "band_px": BAND, "sizes": []}
     with tempfile.TemporaryDirectory() as tmp:
         src, aec, dec = Path(tmp) / "photo.png", Path(tmp) / "photo.aec", Path(tmp) / "decoded.png"
         for width, height in SIZES:
             img = mosaic(paths, width, height)
             Image.fromarray(img).save(src, compress_level=1)
-            enc = timed(cli + ["compress", str(src), "-o", str(aec), "-q", str(args.quality), "--force"])
+            enc = timed(cli + ["compress", str(src), "-o", str(aec), "-q", str(args.quality), "--force"]
+                        + (["--context"] if args.context else []))
             de = timed(cli + ["decompress", str(aec), "-o", str(dec), "--force"])
             row = {"size": f"{width}x{height}", "megapixels": width * height / 1e6,
                    "bpp": round(aec.stat().st_size * 8 / (width * height), 4), "compress": enc, "decompress": de}
             if (width, height) == SIZES[-1]:
-                row["seams"] = seams(img, aec.read_bytes(), np.asarray(Image.open(dec)), args.quality)
+                row["seams"] = seams(img, aec.read_bytes(), np.asarray(Image.open(dec)), args.quality, args.context)
             result["sizes"].append(row)
             print(json.dumps(row), flush=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
