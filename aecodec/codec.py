@@ -2,7 +2,8 @@
 
 Pixels -> latent y (analysis, in overlapping windows) -> per tile: hyper-latent z, integer symbols
 and table indexes (runtime) -> bytes (entropy) -> file (container), and back. Numpy and ONNX Runtime
-only: no torch here.
+only: no torch here. With `context=True` the tables and means of y come from the context model too
+(`integer_context`), pass by pass within each tile (format version 3).
 
 Two grids cut the image, and neither leaves a trace in the pixels. Coding tiles (the header's `tile`)
 have their own z and y streams; h_a and h_s see HYPER_MARGIN z elements beyond each tile, so a tile's
