@@ -4,9 +4,9 @@
     python tools/fuzz.py --replay 0:123456          # rebuild input 123456 of seed 0 and decode it
 
 Seeds are small valid files made here (synthetic images in every mode, several tiles, a format
-version 1 file, and version 3 files when the context model is installed). Input i of seed s is a seed file with 1-4 mutations drawn from Random(s, i): bit
-flips, byte changes, truncation, insertion, deletion, duplicated chunks, and header and length
-fields set to edge values; half of the inputs get their CRC recomputed, so that they reach the
+version 1 file, and version 3 files when the context model is installed). Input i of seed s is a
+seed file with 1-4 mutations drawn from Random(s, i): bit flips, byte changes, truncation,
+insertion, deletion, duplicated chunks, and header and length fields set to edge values; half of the inputs get their CRC recomputed, so that they reach the
 parser's later checks, the entropy decoder and the networks.
 
 A decode must either refuse the input with `AecError` or return an image of the header's size and
