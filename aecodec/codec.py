@@ -219,20 +219,8 @@ def encode(analysis: Analysis, quality: float, tile: int,
         y = analysis.latent[grid.slices(keep, scale=k)] * gain if latents is None else latents[0][grid.slices(keep, scale=k)]
         z = z_values[grid.slices(keep)]
         scales, means = _hyper_synthesis(model, z_values, keep, window, version=container.VERSION)
-        y = y.astype(np.float64)
-        if ctx is None:
-            y_stream = entropy.encode(np.round(y - means), model.table_indexes(scales), model.y_tables)
-        else:
-            encoder = entropy.Encoder()
-
-            def code(part, chosen, index, mean):
-                values = np.round(y[part][:, chosen].ravel() - mean)
-                encoder.encode(values, index, model.y_tables)
-                return values
-
-            ctx.code_y(model.table_indexes(scales), means, header.quality, code)
-            y_stream = encoder.finish()
-        streams.append(TileStreams(entropy.encode(z, _z_indexes(z.shape), model.z_tables), y_stream))
+        streams.append(TileStreams(entropy.encode(z, _z_indexes(z.shape), model.z_tables),
+                                   _encode_y(model, ctx, y.astype(np.float64), scales, means, header.quality)))
     alpha = zlib.compress(np.ascontiguousarray(analysis.pixels[:, :, -1]).tobytes(), 9) if header.has_alpha else None
     return container.build(Container(header, tuple(streams), alpha))
 
@@ -293,6 +281,31 @@ def compress(image, quality: float = DEFAULT_QUALITY, *, tile: int = DEFAULT_TIL
             raise AecError("effort refines the latents against the image as given: it does not go with denoise")
     return encode_at_effort(analyse(image, tile, progress, icc, exif, denoise), quality, tile, effort, progress,
                             context)
+
+
+def _encode_y(model, ctx, y: np.ndarray, scales: np.ndarray, means: np.ndarray, quality: float) -> bytes:
+    """One tile's y stream: round(y - mean) with the hyperprior's tables, or pass by pass with the
+    context model's (`ctx`, None for the hyperprior alone)."""
+    if ctx is None:
+        return entropy.encode(np.round(y - means), model.table_indexes(scales), model.y_tables)
+    encoder = entropy.Encoder()
+
+    def code(part, chosen, index, mean):
+        values = np.round(y[part][:, chosen].ravel() - mean)
+        encoder.encode(values, index, model.y_tables)
+        return values
+
+    ctx.code_y(model.table_indexes(scales), means, quality, code)
+    return encoder.finish()
+
+
+def _decode_y(model, ctx, data: bytes, scales: np.ndarray, means: np.ndarray, quality: float) -> np.ndarray:
+    """The inverse of `_encode_y`: the tile's y_hat."""
+    if ctx is None:
+        return entropy.decode(data, model.table_indexes(scales), model.y_tables).reshape(means.shape) + means
+    decoder = entropy.Decoder(data)
+    return ctx.code_y(model.table_indexes(scales), means, quality,
+                      lambda part, chosen, index, mean: decoder.decode(index, model.y_tables))
 
 
 def _hyper_synthesis(model, z_values: np.ndarray, keep: Box, window: Box, version: int):
@@ -365,14 +378,7 @@ def decode(data: bytes, progress: Progress | None, finish: Finish | None = None,
         z[...] = entropy.decode(streams.z, _z_indexes(z.shape), model.z_tables).reshape(z.shape)
     for (keep, window), streams in zip(tiles, c.tiles):
         scales, means = _hyper_synthesis(model, z_values, keep, window, header.version)
-        if ctx is None:
-            y_values = entropy.decode(streams.y, model.table_indexes(scales), model.y_tables)
-            y_hat[grid.slices(keep, scale=k)] = y_values.reshape(means.shape) + means
-        else:
-            decoder = entropy.Decoder(streams.y)
-            y_hat[grid.slices(keep, scale=k)] = ctx.code_y(
-                model.table_indexes(scales), means, header.quality,
-                lambda part, chosen, index, mean: decoder.decode(index, model.y_tables))
+        y_hat[grid.slices(keep, scale=k)] = _decode_y(model, ctx, streams.y, scales, means, header.quality)
         steps.advance()
     for keep, window in windows:
         x, features = model.synthesise(y_hat[grid.slices(window)], header.quality)
