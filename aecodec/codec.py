@@ -244,7 +244,7 @@ def encode_at_effort(analysis: Analysis, quality: float, tile: int, effort: int,
     rows, cols = analysis.latent.shape[1:]
     tiles = grid.boxes(rows // k, cols // k, tile // TILE_ALIGN)  # in z elements, in coding order
     tuned = encode(analysis, q, tile, refine(colour, analysis.latent, q, STEPS[effort], tiles, HYPER_MARGIN,
-                                             MARGIN // STRIDE, progress), context)
+                                             MARGIN // STRIDE, progress, context), context)
     weight = lambda_of(model.lambdas, q)
 
     def true_cost(data: bytes) -> float:

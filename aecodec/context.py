@@ -76,11 +76,13 @@ def table_scale(index: Tensor) -> Tensor:
     return SCALE_MIN * torch.exp(STEP * index.clamp(0, SCALE_LEVELS - 1))
 
 
-def bits(y: Tensor, index: Tensor, means: Tensor) -> Tensor:
+def bits(y: Tensor, index: Tensor, means: Tensor, rounded: bool = True) -> Tensor:
     """-log2 likelihood of each rounded y (round(y - mean)) under the Gaussian of its table index;
-    the rounding passes gradients straight through to the mean."""
+    the rounding passes gradients straight through to the mean. `rounded=False`: y is already a
+    (soft) y_hat, taken as it is (the encoder effort's annealed rounding)."""
     v = y - means
-    v = v + (torch.round(v) - v).detach()
+    if rounded:
+        v = v + (torch.round(v) - v).detach()
     s = table_scale(index)
     normal = torch.distributions.Normal(0.0, 1.0)
     p = normal.cdf((v + 0.5) / s) - normal.cdf((v - 0.5) / s)

@@ -67,6 +67,22 @@ def test_effort_refines_tile_by_tile_and_leaves_no_seam(photo):
     assert seam(tiled) < 1.05 * seam(aecodec.compress(photo, 3, effort=1))
 
 
+def test_effort_for_the_context_model_counts_its_bits(photo):
+    """Latents refined against the context model's bits code, with it, at a lower true cost than
+    latents refined against the hyperprior's."""
+    quality = 2.0
+    analysis = codec.analyse(photo, codec.DEFAULT_TILE, None, b"", b"")
+    tiles = codec.grid.boxes(*(n // 4 for n in analysis.latent.shape[1:]), codec.DEFAULT_TILE // 64)
+
+    def refined(context: bool) -> bytes:
+        latents = effort.refine(photo, analysis.latent, quality, effort.STEPS[1], tiles, codec.HYPER_MARGIN,
+                                codec.MARGIN // codec.STRIDE, context=context)
+        return codec.encode(analysis, quality, codec.DEFAULT_TILE, latents, context=True)
+
+    assert true_cost(photo, refined(True)) < true_cost(photo, refined(False))
+    assert aecodec.compress(photo, quality, effort=1, context=True) != aecodec.compress(photo, quality, context=True)
+
+
 @pytest.mark.slow
 def test_effort_from_the_command_line_and_with_rate_control(tmp_path):
     src = tmp_path / "in.png"
