@@ -8,10 +8,12 @@ and graphs loaded): `aecodec.compress` / `aecodec.decompress` on `--threads` thr
 decoders of JPEG 2000, WebP, AVIF and JPEG XL (`benchmarks.codecs`, at their best settings, one
 thread each) on files of the same image at the nearest rate they reach; JPEG 2000 is also timed
 encoding, since it is the bar's anchor. Where aecodec's time goes: the stages of one decode and one
-encode (cumulative seconds of the functions named in STAGES, under cProfile). Whole commands:
+encode (cumulative seconds of the functions named in STAGES, under cProfile), and the time to open
+each graph's session. Whole commands:
 `aecodec compress` / `aecodec decompress` and a Python process doing the same work with Pillow's
 JPEG 2000 (reading or writing a PNG at aecodec's zlib level), each under `/usr/bin/time -v`
-(start-up included; wall seconds and peak RSS, medians of `--repeat`).
+(start-up included; wall seconds and peak RSS, medians of `--repeat`), and where one of each goes
+(its stages under cProfile, start-up and imports included).
 """
 
 from __future__ import annotations
@@ -41,6 +43,19 @@ STAGES = {
     "encode": [("g_a", "runtime.py", "analyse"), ("h_a", "runtime.py", "hyper_analyse"),
                ("h_s (integer, exact)", "integer.py", "__call__"), ("entropy coding", "entropy.py", "encode"),
                ("container build", "container.py", "build")],
+}
+# Stages of a whole command (`python -m cProfile -m aecodec.cli ...`): start-up and imports are the
+# process's time outside the command's own function; g_a and g_s include opening their session.
+COMMAND_STAGES = {
+    "decompress": [("weights (verify, map)", "weights.py", "load_coding_model"),
+                   ("entropy decoding", "entropy.py", "decode"), ("h_s build (integer)", "integer.py", "__init__"),
+                   ("h_s run (integer)", "integer.py", "__call__"), ("g_s (with its session)", "runtime.py", "synthesise"),
+                   ("PNG write", "transcode.py", "save_image")],
+    "compress": [("weights (verify, map)", "weights.py", "load_coding_model"), ("file read", "cli.py", "_read"),
+                 ("PNG decode", "ImageFile.py", "load"),
+                 ("g_a (with its session)", "runtime.py", "analyse"), ("h_a (with its session)", "runtime.py", "hyper_analyse"),
+                 ("h_s build (integer)", "integer.py", "__init__"), ("h_s run (integer)", "integer.py", "__call__"),
+                 ("entropy coding", "entropy.py", "encode")],
 }
 CLASSICAL = ("jpeg2000", "webp", "avif", "jxl")
 
@@ -107,6 +122,40 @@ def timed(cmd: list[str], repeat: int) -> dict:
     return {"wall_s": round(statistics.median(walls), 3), "peak_rss_mb": round(statistics.median(peaks), 1)}
 
 
+def _cumulative(stats: dict, file: str, name: str) -> float:
+    return sum(v[3] for (f, _, n), v in stats.items() if f.endswith(file) and n == name)
+
+
+def command_stages(cmd: list[str], kind: str) -> dict:
+    """Seconds of each stage of one whole command (`cmd` after `python -m aecodec.cli`) under cProfile,
+    the start-up and imports, and the whole process's wall time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "profile"
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "aecodec.cli", *cmd],
+                       check=True, capture_output=True)
+        wall = time.perf_counter() - t
+        stats = pstats.Stats(str(out)).stats
+    command = _cumulative(stats, "cli.py", "_run")
+    row = {"start-up and imports": round(wall - command, 4)}
+    for label, file, name in COMMAND_STAGES[kind]:
+        row[label] = round(_cumulative(stats, file, name), 4)
+    row["rest"] = round(wall - sum(row.values()), 4)
+    row["all"] = round(wall, 4)
+    return row
+
+
+def session_opening(repeat: int) -> dict:
+    """Milliseconds to open each graph's ONNX Runtime session (medians of `repeat`, the weights mapped):
+    what a command pays once for each graph it needs."""
+    from aecodec import codec, runtime
+
+    _, model = codec.coding_model()
+    opened = {name: lambda name=name: model._graph(name) for name in ("analysis", "hyper_analysis", "synthesis")}
+    opened["float64 matmul (h_s)"] = runtime.MatMul64
+    return {name: round(median_time(fn, repeat) * 1000, 1) for name, fn in opened.items()}
+
+
 def stages(fn, kind: str) -> dict:
     """Seconds of each stage of one call of `fn` (cumulative, under cProfile), and of the whole call."""
     profile = cProfile.Profile()
@@ -116,7 +165,7 @@ def stages(fn, kind: str) -> dict:
     stats = pstats.Stats(profile).stats
     out = {}
     for label, file, name in STAGES[kind]:
-        out[label] = round(sum(v[3] for (f, _, n), v in stats.items() if f.endswith(file) and n == name), 4)
+        out[label] = round(_cumulative(stats, file, name), 4)
     out["rest"] = round(total - sum(out.values()), 4)
     out["all"] = round(total, 4)
     return out
@@ -150,6 +199,9 @@ def whole_commands(path: Path, data: bytes, bpp: float, quality: float, repeat: 
             "jpeg2000 decode (python -c)": timed(pillow + [
                 f"from PIL import Image; Image.open({str(jp2)!r}).save({str(png)!r}, compress_level={PNG_LEVEL})"], repeat),
         }
+        rows["stages"] = {"compress": command_stages(["compress", str(path), "-o", str(aec), "-q", str(quality), "--force"],
+                                                     "compress"),
+                          "decompress": command_stages(["decompress", str(aec), "-o", str(png), "--force"], "decompress")}
     rows["ratio compress / jpeg2000"] = round(rows["aecodec compress"]["wall_s"] / rows["jpeg2000 encode (python -c)"]["wall_s"], 2)
     rows["ratio decompress / jpeg2000"] = round(rows["aecodec decompress"]["wall_s"] / rows["jpeg2000 decode (python -c)"]["wall_s"], 2)
     return rows
@@ -171,11 +223,19 @@ def markdown(result: dict) -> str:
         row = result["stages"][kind]
         lines += [f"Where one {kind} goes ({result['stages']['image']}, ms):", "", "| " + " | ".join(row) + " |",
                   "|" + "---|" * len(row), "| " + " | ".join(f"{v * 1000:.1f}" for v in row.values()) + " |", ""]
+    lines += ["Opening a graph's session (ms, medians): " + ", ".join(f"{k} {v}" for k, v in result["session_ms"].items()), ""]
     lines += ["Whole commands (wall s, peak RSS MB, medians):", "", "| image | command | wall s | peak MB |", "|---|---|---|---|"]
     for image, rows in result["whole_command"].items():
         for name, v in rows.items():
+            if name == "stages":
+                continue
             lines.append(f"| {image} | {name} | {v['wall_s'] if isinstance(v, dict) else v} | "
                          f"{v['peak_rss_mb'] if isinstance(v, dict) else ''} |")
+    for image, rows in result["whole_command"].items():
+        for kind, row in rows.get("stages", {}).items():
+            lines += ["", f"Where one whole `aecodec {kind}` goes ({image}, ms, under cProfile):", "",
+                      "| " + " | ".join(row) + " |", "|" + "---|" * len(row),
+                      "| " + " | ".join(f"{v * 1000:.0f}" for v in row.values()) + " |"]
     return "\n".join(lines) + "\n"
 
 
@@ -223,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     data = aecodec.compress(image, qualities[len(qualities) // 2])
     result["stages"] = {"image": first.stem, "decode": stages(lambda: aecodec.decompress(data), "decode"),
                         "encode": stages(lambda: aecodec.compress(image, qualities[len(qualities) // 2]), "encode")}
+    result["session_ms"] = session_opening(args.repeat)
     result["median decode ratio"] = statistics.median(r["decode ratio"] for r in result["in_process"])
     result["median encode ratio"] = statistics.median(r["encode ratio"] for r in result["in_process"])
     print(markdown(result))
