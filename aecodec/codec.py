@@ -3,7 +3,8 @@
 Pixels -> latent y (analysis, in overlapping windows) -> per tile: hyper-latent z, integer symbols
 and table indexes (runtime) -> bytes (entropy) -> file (container), and back. Numpy and ONNX Runtime
 only: no torch here. With `context=True` the tables and means of y come from the context model too
-(`integer_context`), pass by pass within each tile (format version 3).
+(`integer_context`), pass by pass over the whole image, each tile's stream holding its share of every
+pass (format version 3).
 
 Two grids cut the image, and neither leaves a trace in the pixels. Coding tiles (the header's `tile`)
 have their own z and y streams; h_a and h_s see HYPER_MARGIN z elements beyond each tile, so a tile's
@@ -213,14 +214,22 @@ def encode(analysis: Analysis, quality: float, tile: int,
         z = model.hyper_analyse(analysis.latent[grid.slices(window, scale=k)] * gain) if latents is None else None
         z_values[grid.slices(keep)] = (np.round(z[grid.slices(keep, window)] - medians) if latents is None
                                        else np.round(latents[1][grid.slices(keep)] - medians))
-    streams = []
-    for keep, window in tiles:
-        # g_a's latent times the gain: the same products h_a saw
-        y = analysis.latent[grid.slices(keep, scale=k)] * gain if latents is None else latents[0][grid.slices(keep, scale=k)]
-        z = z_values[grid.slices(keep)]
-        scales, means = _hyper_synthesis(model, z_values, keep, window, version=container.VERSION)
-        streams.append(TileStreams(entropy.encode(z, _z_indexes(z.shape), model.z_tables),
-                                   _encode_y(model, ctx, y.astype(np.float64), scales, means, header.quality)))
+
+    def y_of(box: tuple = (...,)) -> np.ndarray:  # g_a's latent times the gain: the same products h_a saw
+        return analysis.latent[box] * gain if latents is None else latents[0][box]
+
+    z_streams = [entropy.encode(z, _z_indexes(z.shape), model.z_tables)
+                 for z in (z_values[grid.slices(keep)] for keep, _ in tiles)]
+    if ctx is None:
+        y_streams = []
+        for keep, window in tiles:
+            scales, means = _hyper_synthesis(model, z_values, keep, window, version=container.VERSION)
+            values = np.round(y_of(grid.slices(keep, scale=k)).astype(np.float64) - means)
+            y_streams.append(entropy.encode(values, model.table_indexes(scales), model.y_tables))
+    else:
+        y_streams = _encode_y_in_context(model, ctx, y_of(), *_hyperprior_maps(model, z_values, tiles), header.quality,
+                                         [grid.scaled(keep, k) for keep, _ in tiles])
+    streams = [TileStreams(z, y) for z, y in zip(z_streams, y_streams)]
     alpha = zlib.compress(np.ascontiguousarray(analysis.pixels[:, :, -1]).tobytes(), 9) if header.has_alpha else None
     return container.build(Container(header, tuple(streams), alpha))
 
@@ -283,29 +292,44 @@ def compress(image, quality: float = DEFAULT_QUALITY, *, tile: int = DEFAULT_TIL
                             context)
 
 
-def _encode_y(model, ctx, y: np.ndarray, scales: np.ndarray, means: np.ndarray, quality: float) -> bytes:
-    """One tile's y stream: round(y - mean) with the hyperprior's tables, or pass by pass with the
-    context model's (`ctx`, None for the hyperprior alone)."""
-    if ctx is None:
-        return entropy.encode(np.round(y - means), model.table_indexes(scales), model.y_tables)
-    encoder = entropy.Encoder()
+def _hyperprior_maps(model, z_values: np.ndarray, tiles: list[tuple[Box, Box]]) -> tuple[np.ndarray, np.ndarray]:
+    """The hyperprior's table indexes (int16) and means (float64) of the whole y, tile by tile
+    (version 2's integer h_s), for the context model, which codes across tiles."""
+    k = model.Z_PER_Y
+    shape = (model.M, z_values.shape[1] * k, z_values.shape[2] * k)
+    index0, means = np.empty(shape, np.int16), np.empty(shape)
+    for keep, window in tiles:
+        scales, means[grid.slices(keep, scale=k)] = _hyper_synthesis(model, z_values, keep, window, container.VERSION)
+        index0[grid.slices(keep, scale=k)] = model.table_indexes(scales)
+    return index0, means
 
-    def code(part, chosen, index, mean):
-        values = np.round(y[part][:, chosen].ravel() - mean)
-        encoder.encode(values, index, model.y_tables)
+
+def _encode_y_in_context(model, ctx, y: np.ndarray, index0: np.ndarray, means: np.ndarray, quality: float,
+                         boxes: list[Box]) -> list[bytes]:
+    """Every tile's y stream, the context model (`ctx`) coding the whole y pass by pass."""
+    encoders = [entropy.Encoder() for _ in boxes]
+
+    def code(t, where, chosen, index, mean):
+        values = np.round(y[where][:, chosen].ravel().astype(np.float64) - mean)
+        encoders[t].encode(values, index, model.y_tables)
         return values
 
-    ctx.code_y(model.table_indexes(scales), means, quality, code)
-    return encoder.finish()
+    ctx.code_y(index0, means, quality, boxes, code)
+    return [encoder.finish() for encoder in encoders]
 
 
-def _decode_y(model, ctx, data: bytes, scales: np.ndarray, means: np.ndarray, quality: float) -> np.ndarray:
-    """The inverse of `_encode_y`: the tile's y_hat."""
-    if ctx is None:
-        return entropy.decode(data, model.table_indexes(scales), model.y_tables).reshape(means.shape) + means
-    decoder = entropy.Decoder(data)
-    return ctx.code_y(model.table_indexes(scales), means, quality,
-                      lambda part, chosen, index, mean: decoder.decode(index, model.y_tables))
+def _decode_y_in_context(model, ctx, streams: list[bytes], index0: np.ndarray, means: np.ndarray, quality: float,
+                         boxes: list[Box], passed: Callable[[], None]) -> np.ndarray:
+    """The inverse of `_encode_y_in_context`: the whole y_hat, `passed()` after each pass."""
+    decoders = [entropy.Decoder(data) for data in streams]
+
+    def code(t, where, chosen, index, mean):
+        values = decoders[t].decode(index, model.y_tables)
+        if t == len(boxes) - 1:
+            passed()
+        return values
+
+    return ctx.code_y(index0, means, quality, boxes, code)
 
 
 def _hyper_synthesis(model, z_values: np.ndarray, keep: Box, window: Box, version: int):
@@ -368,7 +392,7 @@ def decode(data: bytes, progress: Progress | None, finish: Finish | None = None,
         tiles = grid.windows(rows // k, cols // k, header.tile // TILE_ALIGN, HYPER_MARGIN)
         # a head's window makes scale^2 times the pixels: its budget is that much smaller
         windows = grid.fitted_windows(rows, cols, WINDOW_PIXELS // (STRIDE * scale) ** 2, (margin or MARGIN) // STRIDE)
-    steps = Steps(progress, len(tiles) + len(windows))
+    steps = Steps(progress, (2 * len(ctx.groups) if ctx else len(tiles)) + len(windows))  # tiles, or passes
     z_values = np.empty((model.N, rows // k, cols // k), dtype=np.int64)
     y_hat = np.empty((model.M, rows, cols), dtype=np.float32)
     width, height = header.width * scale, header.height * scale
@@ -376,10 +400,15 @@ def decode(data: bytes, progress: Progress | None, finish: Finish | None = None,
     for (keep, _), streams in zip(tiles, c.tiles):
         z = z_values[grid.slices(keep)]
         z[...] = entropy.decode(streams.z, _z_indexes(z.shape), model.z_tables).reshape(z.shape)
-    for (keep, window), streams in zip(tiles, c.tiles):
-        scales, means = _hyper_synthesis(model, z_values, keep, window, header.version)
-        y_hat[grid.slices(keep, scale=k)] = _decode_y(model, ctx, streams.y, scales, means, header.quality)
-        steps.advance()
+    if ctx is None:
+        for (keep, window), streams in zip(tiles, c.tiles):
+            scales, means = _hyper_synthesis(model, z_values, keep, window, header.version)
+            values = entropy.decode(streams.y, model.table_indexes(scales), model.y_tables).reshape(means.shape)
+            y_hat[grid.slices(keep, scale=k)] = values + means
+            steps.advance()
+    else:
+        y_hat[...] = _decode_y_in_context(model, ctx, [s.y for s in c.tiles], *_hyperprior_maps(model, z_values, tiles),
+                                          header.quality, [grid.scaled(keep, k) for keep, _ in tiles], steps.advance)
     for keep, window in windows:
         x, features = model.synthesise(y_hat[grid.slices(window)], header.quality)
         if finish is not None:

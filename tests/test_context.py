@@ -71,12 +71,12 @@ def _agreement(model: ContextModel, ctx: IntegerContext, latents) -> tuple[float
                                           torch.tensor([3.0]))
     got_index, got_mean = np.empty(y.shape, np.int64), np.empty(y.shape)
 
-    def code(part, chosen, index, mean_):
-        got_index[part][:, chosen] = index.reshape(-1, chosen.sum())
-        got_mean[part][:, chosen] = mean_.reshape(-1, chosen.sum())
-        return np.round(y[part][:, chosen].ravel() - mean_)
+    def code(t, where, chosen, index, mean_):
+        got_index[where][:, chosen] = index.reshape(-1, chosen.sum())
+        got_mean[where][:, chosen] = mean_.reshape(-1, chosen.sum())
+        return np.round(y[where][:, chosen].ravel() - mean_)
 
-    ctx.code_y(index0[0].numpy().astype(np.int64), means, 3.0, code)
+    ctx.code_y(index0[0].numpy().astype(np.int64), means, 3.0, [(0, 0, *y.shape[1:])], code)
     same = float(np.mean(got_index == (index0 + shift)[0].numpy()))
     return float(np.abs(shift.numpy()).max()), same, float(np.mean(np.abs(got_mean - mean[0].numpy()) < 1e-2))
 
@@ -115,9 +115,9 @@ def test_context_coding_is_exact_at_any_thread_count(monkeypatch, image):
         passes = []
         original = ctx.code_y
 
-        def recording(index0, means, quality, code, original=original, passes=passes):
-            return original(index0, means, quality,
-                            lambda *a: passes.append((a[2].copy(), a[3].copy(), v := code(*a))) or v)
+        def recording(index0, means, quality, tiles, code, original=original, passes=passes):
+            return original(index0, means, quality, tiles,
+                            lambda *a: passes.append((a[3].copy(), a[4].copy(), v := code(*a))) or v)
 
         monkeypatch.setattr(ctx, "code_y", recording)
         _installed(monkeypatch, ctx)
@@ -131,6 +131,14 @@ def test_context_coding_is_exact_at_any_thread_count(monkeypatch, image):
         seen[threads] = pixels
     assert files[0] == files[1] == files[2]
     assert np.array_equal(seen[1], seen[2]) and np.array_equal(seen[1], seen[3])
+
+
+def test_tiles_split_the_streams_not_the_context(monkeypatch, image):
+    """The context crosses tile borders: an image coded in 128 px tiles decodes to the pixels of one tile."""
+    _installed(monkeypatch, _integer(_model(seed=5)))
+    tiled, whole = codec.compress(image, 4, context=True, tile=128), codec.compress(image, 4, context=True)
+    assert len(container.parse(tiled).tiles) == 4 and len(container.parse(whole).tiles) == 1
+    assert np.array_equal(np.asarray(codec.decompress(tiled)), np.asarray(codec.decompress(whole)))
 
 
 def test_a_random_context_moves_the_bits_not_the_quality(monkeypatch, image):
