@@ -215,8 +215,9 @@ def encode(analysis: Analysis, quality: float, tile: int,
         z_values[grid.slices(keep)] = (np.round(z[grid.slices(keep, window)] - medians) if latents is None
                                        else np.round(latents[1][grid.slices(keep)] - medians))
 
-    def y_of(box: tuple = (...,)) -> np.ndarray:  # g_a's latent times the gain: the same products h_a saw
-        return analysis.latent[box] * gain if latents is None else latents[0][box]
+    def y_of(box: tuple) -> np.ndarray:
+        """y in `box` (channels first): g_a's latent times the gain, the same products h_a saw."""
+        return analysis.latent[box] * gain[box[0]] if latents is None else latents[0][box]
 
     z_streams = [entropy.encode(z, _z_indexes(z.shape), model.z_tables)
                  for z in (z_values[grid.slices(keep)] for keep, _ in tiles)]
@@ -227,7 +228,7 @@ def encode(analysis: Analysis, quality: float, tile: int,
             values = np.round(y_of(grid.slices(keep, scale=k)).astype(np.float64) - means)
             y_streams.append(entropy.encode(values, model.table_indexes(scales), model.y_tables))
     else:
-        y_streams = _encode_y_in_context(model, ctx, y_of(), *_hyperprior_maps(model, z_values, tiles), header.quality,
+        y_streams = _encode_y_in_context(model, ctx, y_of, *_hyperprior_maps(model, z_values, tiles), header.quality,
                                          [grid.scaled(keep, k) for keep, _ in tiles])
     streams = [TileStreams(z, y) for z, y in zip(z_streams, y_streams)]
     alpha = zlib.compress(np.ascontiguousarray(analysis.pixels[:, :, -1]).tobytes(), 9) if header.has_alpha else None
@@ -293,24 +294,25 @@ def compress(image, quality: float = DEFAULT_QUALITY, *, tile: int = DEFAULT_TIL
 
 
 def _hyperprior_maps(model, z_values: np.ndarray, tiles: list[tuple[Box, Box]]) -> tuple[np.ndarray, np.ndarray]:
-    """The hyperprior's table indexes (int16) and means (float64) of the whole y, tile by tile
+    """The hyperprior's table indexes (uint8) and means (float64) of the whole y, tile by tile
     (version 2's integer h_s), for the context model, which codes across tiles."""
     k = model.Z_PER_Y
     shape = (model.M, z_values.shape[1] * k, z_values.shape[2] * k)
-    index0, means = np.empty(shape, np.int16), np.empty(shape)
+    index0, means = np.empty(shape, np.uint8), np.empty(shape)
     for keep, window in tiles:
         scales, means[grid.slices(keep, scale=k)] = _hyper_synthesis(model, z_values, keep, window, container.VERSION)
         index0[grid.slices(keep, scale=k)] = model.table_indexes(scales)
     return index0, means
 
 
-def _encode_y_in_context(model, ctx, y: np.ndarray, index0: np.ndarray, means: np.ndarray, quality: float,
-                         boxes: list[Box]) -> list[bytes]:
-    """Every tile's y stream, the context model (`ctx`) coding the whole y pass by pass."""
+def _encode_y_in_context(model, ctx, y_of: Callable[[tuple], np.ndarray], index0: np.ndarray, means: np.ndarray,
+                         quality: float, boxes: list[Box]) -> list[bytes]:
+    """Every tile's y stream, the context model (`ctx`) coding the whole y pass by pass; `y_of(where)`
+    gives y in a (channels, rows, columns) box."""
     encoders = [entropy.Encoder() for _ in boxes]
 
     def code(t, where, chosen, index, mean):
-        values = np.round(y[where][:, chosen].ravel().astype(np.float64) - mean)
+        values = np.round(y_of(where)[:, chosen].ravel().astype(np.float64) - mean)
         encoders[t].encode(values, index, model.y_tables)
         return values
 
@@ -319,8 +321,8 @@ def _encode_y_in_context(model, ctx, y: np.ndarray, index0: np.ndarray, means: n
 
 
 def _decode_y_in_context(model, ctx, streams: list[bytes], index0: np.ndarray, means: np.ndarray, quality: float,
-                         boxes: list[Box], passed: Callable[[], None]) -> np.ndarray:
-    """The inverse of `_encode_y_in_context`: the whole y_hat, `passed()` after each pass."""
+                         boxes: list[Box], y_hat: np.ndarray, passed: Callable[[], None]) -> None:
+    """The inverse of `_encode_y_in_context`: the whole y_hat, into `y_hat`; `passed()` after each pass."""
     decoders = [entropy.Decoder(data) for data in streams]
 
     def code(t, where, chosen, index, mean):
@@ -329,7 +331,7 @@ def _decode_y_in_context(model, ctx, streams: list[bytes], index0: np.ndarray, m
             passed()
         return values
 
-    return ctx.code_y(index0, means, quality, boxes, code)
+    ctx.code_y(index0, means, quality, boxes, code, y_hat)
 
 
 def _hyper_synthesis(model, z_values: np.ndarray, keep: Box, window: Box, version: int):
@@ -407,8 +409,8 @@ def decode(data: bytes, progress: Progress | None, finish: Finish | None = None,
             y_hat[grid.slices(keep, scale=k)] = values + means
             steps.advance()
     else:
-        y_hat[...] = _decode_y_in_context(model, ctx, [s.y for s in c.tiles], *_hyperprior_maps(model, z_values, tiles),
-                                          header.quality, [grid.scaled(keep, k) for keep, _ in tiles], steps.advance)
+        _decode_y_in_context(model, ctx, [s.y for s in c.tiles], *_hyperprior_maps(model, z_values, tiles),
+                             header.quality, [grid.scaled(keep, k) for keep, _ in tiles], y_hat, steps.advance)
     for keep, window in windows:
         x, features = model.synthesise(y_hat[grid.slices(window)], header.quality)
         if finish is not None:

@@ -26,7 +26,7 @@ from .integer import MatMul, conv3x3, fixed, integer_layer, leaky, taps
 INDEX_UNIT, VALUE_UNIT = 16.0, 8.0  # as `context`: the inputs' units
 TABLES = 64  # Gaussian tables of y
 
-BAND = 64  # rows of y whose context inputs are in memory at a time (16 channels' worth of the image otherwise)
+BAND = 16  # rows of y the networks see at a time, to bound their memory
 
 # One tile's share of a pass: (tile number, the tile's (channels, rows, columns) slices of y, the pass's
 # positions in the tile (rows, columns) bool, table indexes and means of those elements, flat) ->
@@ -40,7 +40,7 @@ def anchors(height: int, width: int) -> np.ndarray:
 
 
 class IntegerContext:
-    """`context.ContextModel` on integers: `code_y(index0, means, quality, tiles, code)` -> y_hat."""
+    """`context.ContextModel` on integers: `code_y(index0, means, quality, tiles, code, y_hat)`."""
 
     def __init__(self, state: dict[str, np.ndarray], config: dict, matmul: MatMul = np.matmul):
         """From a context weights file's tensors and its config (`context.ContextConfig` as a dict)."""
@@ -62,13 +62,15 @@ class IntegerContext:
                                (o_w[:, :, 0, 0].astype(np.float64), o_b[:, None], o_r)))
 
     def code_y(self, index0: np.ndarray, means: np.ndarray, quality: float, tiles: Sequence[Box],
-               code: Code) -> np.ndarray:
-        """The hyperprior's table indexes (int) and means (float64) of the whole y, (M, H, W) each, the
-        coding quality and the coding tiles (in y elements, in coding order) -> y_hat (M, H, W),
-        float64, every pass coded through `code` tile by tile."""
+               code: Code, y_hat: np.ndarray | None = None) -> None:
+        """Code y pass by pass through `code`, tile by tile, from the hyperprior's table indexes (int)
+        and means (float64) of the whole y, (M, H, W) each, the coding quality and the coding tiles
+        (in y elements, in coding order); y_hat (M, H, W, float32), when given, receives the decoded
+        values. The networks run BAND rows at a time; the fixed-point planes kept whole are float32,
+        exact below 2^24."""
         m, height, width = means.shape
         first = anchors(height, width)
-        y_hat = np.zeros((m, height, width))
+        decoded = np.zeros((m, height, width), np.float32)  # fixed(y_hat / 8), of y_hat in float64
         start = 0
         for (channel, spatial, hidden, out), c in zip(self._nets, self.groups):
             part = slice(start, start + c)
@@ -77,43 +79,44 @@ class IntegerContext:
                 rows = slice(top, bottom)
                 q = [np.full((1, bottom - top, width), fixed(np.float64(quality) / VALUE_UNIT))] if self.quality else []
                 return np.concatenate([fixed(index0[part, rows] / INDEX_UNIT), fixed(means[part, rows] / VALUE_UNIT),
-                                       fixed(y_hat[:start, rows] / VALUE_UNIT)] + q)
+                                       decoded[:start, rows].astype(np.float64)] + q)
 
             start += c
-            context = _banded_conv3x3(inputs, height, channel, self._matmul)
-            anchored = np.zeros((c, height, width))
-            for chosen in (first, ~first):
-                if chosen is not first:
-                    context = context + fixed(conv3x3(anchored, spatial[0], spatial[1], self._matmul) * spatial[2])
-                a = np.round(leaky(context[:, chosen]))  # (hidden, elements of the pass), still fixed-point
-                a = fixed(leaky(self._matmul(hidden[0], a) + hidden[1]) * hidden[2])
-                d = (self._matmul(out[0], a) + out[1]) * out[2]
-                d_index, d_mean = d[:c], d[c:]
-                base = index0[part][:, chosen]
-                index, mean = np.zeros((c, height, width), np.int64), np.zeros((c, height, width))
-                index[:, chosen] = np.clip(base + np.round(d_index), 0, TABLES - 1)
-                mean[:, chosen] = means[part][:, chosen] + d_mean
-                values = np.zeros((c, height, width))
+            context = np.concatenate([_conv_band(inputs, top, min(top + BAND, height), height, channel, self._matmul)
+                                      .astype(np.float32) for top in range(0, height, BAND)], 1)
+            for chosen in (first, ~first):  # in the second pass, the group's `decoded` holds its anchors alone
+                index, mean = np.zeros((c, height, width), np.uint8), np.zeros((c, height, width))
+                for top in range(0, height, BAND):
+                    rows = slice(top, min(top + BAND, height))
+                    here = context[:, rows].astype(np.float64)
+                    if chosen is not first:
+                        here += _conv_band(lambda a, b, part=part: decoded[part, a:b].astype(np.float64), top, rows.stop,
+                                           height, spatial, self._matmul)
+                    own = chosen[rows]
+                    a = np.round(leaky(here[:, own]))  # (hidden, elements of the pass), still fixed-point
+                    a = fixed(leaky(self._matmul(hidden[0], a) + hidden[1]) * hidden[2])
+                    d = (self._matmul(out[0], a) + out[1]) * out[2]
+                    index[:, rows][:, own] = np.clip(index0[part, rows][:, own] + np.round(d[:c]), 0, TABLES - 1)
+                    mean[:, rows][:, own] = means[part, rows][:, own] + d[c:]
                 for t, (top, left, bottom, right) in enumerate(tiles):
-                    where = (part, slice(top, bottom), slice(left, right))
-                    own = chosen[where[1:]]
-                    values[:, where[1], where[2]][:, own] = code(t, where, own, index[:, where[1], where[2]][:, own].ravel(),
-                                                                 mean[:, where[1], where[2]][:, own].ravel()).reshape(c, -1)
-                y_hat[part][:, chosen] = values[:, chosen] + mean[:, chosen]
-                if chosen is first:
-                    anchored[:, chosen] = fixed(y_hat[part][:, chosen] / VALUE_UNIT)
-        return y_hat
+                    box = (slice(top, bottom), slice(left, right))
+                    own = chosen[box]
+                    tile_mean = mean[(slice(None), *box)][:, own]
+                    values = code(t, (part, *box), own, index[(slice(None), *box)][:, own].ravel().astype(np.int64),
+                                  tile_mean.ravel())
+                    exact = values.reshape(tile_mean.shape) + tile_mean  # float64
+                    if y_hat is not None:
+                        y_hat[(part, *box)][:, own] = exact
+                    decoded[(part, *box)][:, own] = fixed(exact / VALUE_UNIT)
 
 
-def _banded_conv3x3(inputs: Callable[[int, int], np.ndarray], height: int, layer, matmul: MatMul) -> np.ndarray:
-    """fixed(conv3x3(x) * scale) of the (C, height, W) input that `inputs(top, bottom)` gives row by row,
-    made BAND rows at a time with a row of context each side: the sums are exact, so it is the
-    convolution of the whole, with a band of the input in memory."""
+def _conv_band(inputs: Callable[[int, int], np.ndarray], top: int, bottom: int, height: int, layer,
+               matmul: MatMul) -> np.ndarray:
+    """fixed(conv3x3(x) * scale) in rows [top, bottom) of a (C, height, W) float64 input, of which
+    `inputs(a, b)` gives rows [a, b): the band and a row each side. The sums are exact, so the bands
+    make the convolution of the whole, with a band of the input in memory; fixed-point values
+    (below 2^24) are exact in float32 too."""
     weight, bias, to_real = layer
-    bands = []
-    for top in range(0, height, BAND):
-        bottom = min(top + BAND, height)
-        above, below = max(top - 1, 0), min(bottom + 1, height)
-        out = conv3x3(inputs(above, below), weight, bias, matmul)
-        bands.append(fixed(out[:, top - above : bottom - above] * to_real))
-    return np.concatenate(bands, 1)
+    above, below = max(top - 1, 0), min(bottom + 1, height)
+    out = conv3x3(inputs(above, below), weight, bias, matmul)
+    return fixed(out[:, top - above : bottom - above] * to_real)

@@ -115,9 +115,9 @@ def test_context_coding_is_exact_at_any_thread_count(monkeypatch, image):
         passes = []
         original = ctx.code_y
 
-        def recording(index0, means, quality, tiles, code, original=original, passes=passes):
+        def recording(index0, means, quality, tiles, code, y_hat=None, original=original, passes=passes):
             return original(index0, means, quality, tiles,
-                            lambda *a: passes.append((a[3].copy(), a[4].copy(), v := code(*a))) or v)
+                            lambda *a: passes.append((a[3].copy(), a[4].copy(), v := code(*a))) or v, y_hat)
 
         monkeypatch.setattr(ctx, "code_y", recording)
         _installed(monkeypatch, ctx)
