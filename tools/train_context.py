@@ -9,6 +9,10 @@ gives, not one weakened at crop borders (which a context model would learn to re
 misjudge on whole images). The hyperprior alone is measured on the same crops, so every figure is a
 saving against today's coder. Validation: whole held-out photos at qualities 1..8.
 
+`--hyper` also trains h_a, h_s and the factorized prior of z with the context model (an ablation:
+the codec has no place yet for a retrained h_s, so such a checkpoint is not exported); the saving is
+then of y and z bits together against the frozen hyperprior's.
+
     python tools/train_context.py --data ../shared/data/photos --cache ~/.cache/aecodec/latents \
         --time-budget 5400 --log context-curve.jsonl
     python tools/train_context.py --export weights/aecodec-context-v1.safetensors
@@ -33,7 +37,7 @@ import torch  # noqa: E402
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")  # compressai's import
 
 from aecodec import codec  # noqa: E402
-from aecodec.context import ContextConfig, ContextModel  # noqa: E402
+from aecodec.context import SCALE_MIN, STEP, ContextConfig, ContextModel, bits, table_index  # noqa: E402
 from aecodec.torch_weights import load_model  # noqa: E402
 from prepare_data import image_files, is_validation  # noqa: E402
 
@@ -46,6 +50,9 @@ p.add_argument("--export", type=Path, help="write the checkpoint's context model
 p.add_argument("--groups", default=",".join(map(str, ContextConfig.groups)), help="channels of each group, in coding order")
 p.add_argument("--hidden", type=int, default=ContextConfig.hidden)
 p.add_argument("--no-quality", action="store_true", help="do not give the networks the coding quality")
+p.add_argument("--hyper", action="store_true", help="train h_a, h_s and z's prior too (an ablation: not exported)")
+p.add_argument("--init", type=Path, help="a new run starts the context model from these weights (a .safetensors of --export)")
+p.add_argument("--hyper-lr", type=float, default=0.1, help="--hyper: their learning rate, a fraction of --lr")
 p.add_argument("--batch", type=int, default=16)
 p.add_argument("--crop", type=int, default=32, help="latent elements a side (16 pixels each)")
 p.add_argument("--steps", type=int, default=100_000)
@@ -66,12 +73,18 @@ config = (ContextConfig.from_json(ckpt["config"]) if ckpt else
 model = ContextModel(config)
 if ckpt:
     model.load_state_dict(ckpt["model"])
+elif args.init:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(args.init)))
 
 if args.export:
     from aecodec.torch_weights import save_weights
 
     if not ckpt:
         sys.exit(f"no checkpoint at {args.ckpt}")
+    if "hyper" in ckpt:
+        sys.exit(f"{args.ckpt} retrained h_a and h_s (--hyper): the codec cannot code with them, so it is not exported")
     info = json.loads(args.export_info.read_text()) if args.export_info else {}
     manifest = save_weights(model, args.export, {"kind": "context", "backbone": weights.manifest["model_id"], "steps": ckpt["step"],
                                                  "wall_time_s": round(ckpt["wall_time_s"]),
@@ -103,15 +116,34 @@ val = [torch.from_numpy(latent_of(f)) for f in paths if is_validation(f)][: args
 say(f"{len(train)} training photos, {len(val)} held out; latents in {time.time() - t0:.0f} s")
 
 
-def hyperprior(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frozen h_a and h_s: gained y -> the hyperprior's (scales, means), z rounded as coded."""
-    z = backbone.h_a(y)
-    z_hat = torch.round(z - z_medians) + z_medians
-    scales, means = backbone.h_s(z_hat).chunk(2, 1)
-    return scales, means
-
-
 MARGIN = 8  # latent elements of context for h_a and h_s around a crop (the codec's 2 z elements)
+Z_MARGIN = MARGIN // 4  # h_a halves twice
+
+
+def hyperprior(y: torch.Tensor, z_margin: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """h_a and h_s: gained y -> the hyperprior's (scales, means) and each sample's z bits (without
+    z_margin elements at each border). z is rounded as coded, the gradient passed straight through."""
+    z = backbone.h_a(y)
+    z_hat = z + (torch.round(z - z_medians) + z_medians - z).detach()
+    scales, means = backbone.h_s(z_hat).chunk(2, 1)
+    if z_margin:
+        z_hat = z_hat[..., z_margin:-z_margin, z_margin:-z_margin]
+    prior = backbone.entropy_bottleneck
+    likelihood, _, _ = prior._likelihood(z_hat.transpose(0, 1).reshape(z_hat.shape[1], 1, -1))
+    z_bits = -torch.log2(prior.likelihood_lower_bound(likelihood)).reshape(z_hat.shape[1], z_hat.shape[0], -1)
+    return scales, means, z_bits.sum((0, 2))
+
+
+def y_bits(y: torch.Tensor, scales: torch.Tensor, means: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """Bits of every element of y under the context model. With --hyper the table index passes its
+    gradient straight through to log(scale), so that h_s learns its scales too."""
+    if not hyper:
+        return model(y, scales, means, quality)["bits"]
+    index0 = table_index(scales)
+    soft = torch.log(scales.clamp(min=SCALE_MIN) / SCALE_MIN) / STEP
+    index0 = soft + (index0 - soft).detach()
+    shift, mean = model.parameters_of(y, index0, means, quality)
+    return bits(y, index0 + shift, mean)
 
 
 def batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,27 +161,47 @@ def batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
 
 # ----------------------------------------------------------------------------- validation
 @torch.no_grad()
-def validate() -> dict:
-    """y bits of the held-out photos at qualities 1..8 with the context model and the hyperprior alone."""
-    model.eval()
-    saving = {}
+def held_out_bits(context: bool) -> dict[int, tuple[float, float]]:
+    """y and z bits of the held-out photos at each quality 1..8, with the context model or the hyperprior alone."""
+    totals = {}
     for q in range(1, backbone.config.levels + 1):
-        ours = base = 0.0
+        totals[q] = (0.0, 0.0)
         quality = torch.tensor([float(q)])
         for lat in val:
             gain, _ = backbone.gains(quality)
             y = lat[None].float() * gain
-            scales, means = hyperprior(y)
+            scales, means, z_bits = hyperprior(y)
             out = model(y, scales, means, quality)
-            ours, base = ours + out["bits"].sum().item(), base + out["hyperprior"].sum().item()
-        saving[q] = round(100 * (ours / base - 1), 3)
+            y_sum = (out["bits"] if context else out["hyperprior"]).sum().item()
+            totals[q] = (totals[q][0] + y_sum, totals[q][1] + z_bits.item())
+    return totals
+
+
+baseline = held_out_bits(context=False)  # today's coder, before --hyper changes anything
+
+
+def validate() -> dict:
+    """The held-out saving at each quality: of y bits, and of y and z bits together."""
+    model.eval()
+    ours = held_out_bits(context=True)
     model.train()
-    return {"step": step, "wall_time_s": round(wall), "y_bits_change_pct": saving,
-            "mean_pct": round(sum(saving.values()) / len(saving), 3)}
+    y_change = {q: round(100 * (ours[q][0] / baseline[q][0] - 1), 3) for q in ours}
+    yz_change = {q: round(100 * (sum(ours[q]) / sum(baseline[q]) - 1), 3) for q in ours}
+    return {"step": step, "wall_time_s": round(wall), "y_bits_change_pct": y_change,
+            "mean_pct": round(sum(y_change.values()) / len(y_change), 3), "yz_bits_change_pct": yz_change,
+            "yz_mean_pct": round(sum(yz_change.values()) / len(yz_change), 3)}
 
 
 # ----------------------------------------------------------------------------- training
-optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+hyper_nets = torch.nn.ModuleDict({"h_a": backbone.h_a, "h_s": backbone.h_s, "z_prior": backbone.entropy_bottleneck})
+hyper = args.hyper or bool(ckpt and "hyper" in ckpt)
+groups = [{"params": list(model.parameters()), "scale": 1.0}]
+if hyper:
+    if ckpt:
+        hyper_nets.load_state_dict(ckpt["hyper"])
+    trained = [p for name, p in hyper_nets.named_parameters() if not name.endswith("quantiles")]  # z's medians stay
+    groups.append({"params": [p.requires_grad_(True) for p in trained], "scale": args.hyper_lr})
+optimizer = torch.optim.Adam(groups, lr=args.lr)
 step, wall, history = 0, 0.0, []
 if ckpt:
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -166,8 +218,9 @@ def learning_rate(step: int) -> float:
 
 
 def save() -> None:
-    write_checkpoint(args.ckpt, {"config": config.to_json(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                 "step": step, "wall_time_s": wall, "history": history})
+    state = {"config": config.to_json(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "step": step, "wall_time_s": wall, "history": history}
+    write_checkpoint(args.ckpt, {**state, "hyper": hyper_nets.state_dict()} if hyper else state)
 
 
 if not history:
@@ -179,19 +232,22 @@ while step < args.steps and not (args.time_budget and wall >= args.time_budget):
     with torch.no_grad():
         gain, _ = backbone.gains(quality)
         y = y * gain
-        inner = (slice(None), slice(None), slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
-        y, (scales, means) = y[inner], (t[inner] for t in hyperprior(y))
-    out = model(y, scales, means, quality)
-    loss = out["bits"].mean()
+    with torch.set_grad_enabled(hyper):
+        scales, means, z_bits = hyperprior(y, Z_MARGIN)
+    inner = (slice(None), slice(None), slice(MARGIN, -MARGIN), slice(MARGIN, -MARGIN))
+    y, scales, means = y[inner], scales[inner], means[inner]
+    ours = y_bits(y, scales, means, quality)
+    loss = (ours.sum() + z_bits.sum() if hyper else ours.sum()) / ours.numel()  # z's bits count only if they can move
     for group in optimizer.param_groups:
-        group["lr"] = learning_rate(step)
+        group["lr"] = learning_rate(step) * group["scale"]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    since.append(100 * (out["bits"].sum().item() / out["hyperprior"].sum().item() - 1))
+    with torch.no_grad():
+        since.append(100 * (ours.sum().item() / bits(y, table_index(scales), means).sum().item() - 1))
     step, wall = step + 1, time.time() - start
     if step % 50 == 0:
-        say(f"step {step} {wall:.0f} s  y bits {np.mean(since):+.2f}% against the hyperprior (last 50 batches)")
+        say(f"step {step} {wall:.0f} s  y bits {np.mean(since):+.2f}% against this step's hyperprior (last 50 batches)")
         since = []
     if step % args.val_every == 0:
         record_validation(history, validate(), args.log, say)
