@@ -21,7 +21,7 @@ float64 that format version 1 used (not exact across machines, which is why vers
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -63,14 +63,20 @@ def taps(weight: np.ndarray) -> np.ndarray:
 MatMul = Callable[[np.ndarray, np.ndarray], np.ndarray]  # float64 a @ b: numpy's, or ONNX Runtime's (runtime)
 
 
-def conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, matmul: MatMul = np.matmul) -> np.ndarray:
-    """(C, H, W) -> (C_out, H, W): a 3x3 convolution with zero padding, as nine matrix products in the
-    dtype of `x`; `weight` as `taps` gives it (widened one tap at a time)."""
+ALL_TAPS = range(9)
+CROSS_TAPS = (1, 3, 5, 7)  # the four edge neighbours: all a checkerboard's other colour sees of it
+
+
+def conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, matmul: MatMul = np.matmul,
+            which: Sequence[int] = ALL_TAPS) -> np.ndarray:
+    """(C, H, W) -> (C_out, H, W): a 3x3 convolution with zero padding, as matrix products in the
+    dtype of `x`, one for each tap in `which` (the others add nothing); `weight` as `taps` gives it
+    (widened one tap at a time)."""
     c, h, w = x.shape
     padded = np.zeros((c, h + 2, w + 2), dtype=x.dtype)
     padded[:, 1:-1, 1:-1] = x
     out = np.broadcast_to(bias[:, None], (len(bias), h * w)).copy()
-    for k in range(9):
+    for k in which:
         i, j = divmod(k, 3)
         out += matmul(weight[k].astype(x.dtype), padded[:, i : i + h, j : j + w].reshape(c, -1))
     return out.reshape(-1, h, w)

@@ -21,12 +21,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .grid import Box
-from .integer import MatMul, conv3x3, fixed, integer_layer, leaky, taps
+from .integer import ALL_TAPS, CROSS_TAPS, MatMul, conv3x3, fixed, integer_layer, leaky, taps
 
 INDEX_UNIT, VALUE_UNIT = 16.0, 8.0  # as `context`: the inputs' units
 TABLES = 64  # Gaussian tables of y
 
-BAND = 16  # rows of y the networks see at a time, to bound their memory
+BAND = 6144  # elements of y a row band holds at most (16 rows of a 6000 px wide image): bounds the memory
 
 # One tile's share of a pass: (tile number, the tile's (channels, rows, columns) slices of y, the pass's
 # positions in the tile (rows, columns) bool, table indexes and means of those elements, flat) ->
@@ -69,6 +69,7 @@ class IntegerContext:
         values. The networks run BAND rows at a time; the fixed-point planes kept whole are float32,
         exact below 2^24."""
         m, height, width = means.shape
+        band = max(4, BAND // width)  # rows
         first = anchors(height, width)
         decoded = np.zeros((m, height, width), np.float32)  # fixed(y_hat / 8), of y_hat in float64
         start = 0
@@ -82,16 +83,16 @@ class IntegerContext:
                                        decoded[:start, rows].astype(np.float64)] + q)
 
             start += c
-            context = np.concatenate([_conv_band(inputs, top, min(top + BAND, height), height, channel, self._matmul)
-                                      .astype(np.float32) for top in range(0, height, BAND)], 1)
+            context = np.concatenate([_conv_band(inputs, top, min(top + band, height), height, channel, self._matmul)
+                                      .astype(np.float32) for top in range(0, height, band)], 1)
             for chosen in (first, ~first):  # in the second pass, the group's `decoded` holds its anchors alone
                 index, mean = np.zeros((c, height, width), np.uint8), np.zeros((c, height, width))
-                for top in range(0, height, BAND):
-                    rows = slice(top, min(top + BAND, height))
+                for top in range(0, height, band):
+                    rows = slice(top, min(top + band, height))
                     here = context[:, rows].astype(np.float64)
-                    if chosen is not first:
+                    if chosen is not first:  # the anchors, seen from the other elements: their edge neighbours
                         here += _conv_band(lambda a, b, part=part: decoded[part, a:b].astype(np.float64), top, rows.stop,
-                                           height, spatial, self._matmul)
+                                           height, spatial, self._matmul, CROSS_TAPS)
                     own = chosen[rows]
                     a = np.round(leaky(here[:, own]))  # (hidden, elements of the pass), still fixed-point
                     a = fixed(leaky(self._matmul(hidden[0], a) + hidden[1]) * hidden[2])
@@ -111,12 +112,12 @@ class IntegerContext:
 
 
 def _conv_band(inputs: Callable[[int, int], np.ndarray], top: int, bottom: int, height: int, layer,
-               matmul: MatMul) -> np.ndarray:
+               matmul: MatMul, which: Sequence[int] = ALL_TAPS) -> np.ndarray:
     """fixed(conv3x3(x) * scale) in rows [top, bottom) of a (C, height, W) float64 input, of which
     `inputs(a, b)` gives rows [a, b): the band and a row each side. The sums are exact, so the bands
     make the convolution of the whole, with a band of the input in memory; fixed-point values
     (below 2^24) are exact in float32 too."""
     weight, bias, to_real = layer
     above, below = max(top - 1, 0), min(bottom + 1, height)
-    out = conv3x3(inputs(above, below), weight, bias, matmul)
+    out = conv3x3(inputs(above, below), weight, bias, matmul, which)
     return fixed(out[:, top - above : bottom - above] * to_real)
